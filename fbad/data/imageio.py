@@ -1,0 +1,98 @@
+"""Image reading that fails clearly: every problem names the file and what is wrong with it."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MAX_PIXELS = 40_000_000  # larger than any scanner frame; guards against decompression bombs
+
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"BM": "bmp",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+}
+
+
+class BadImageError(ValueError):
+    """An input image that cannot be used; `reason` is short enough for a skipped.csv row."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_gray(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read any common image file as 8-bit grayscale (H, W) uint8.
+
+    16-bit images are rescaled to 8 bits, colour and alpha are dropped; a missing, empty, truncated,
+    non-image or oversized file raises BadImageError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadImageError(path, "file not found")
+    if not path.is_file():
+        raise BadImageError(path, "not a regular file")
+    data = path.read_bytes()
+    if not data:
+        raise BadImageError(path, "empty file (0 bytes)")
+    if not any(data.startswith(m) for m in _MAGIC):
+        raise BadImageError(path, "not an image file (unrecognised header)")
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # some corrupt files raise rather than return None
+        raise BadImageError(path, f"cannot decode image ({exc.err})") from None
+    if img is None:
+        raise BadImageError(path, "corrupt or truncated image (decoder failed)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise BadImageError(path, f"image too large ({img.shape[1]}x{img.shape[0]} > {max_pixels} pixels)")
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[:, :, 0]
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise BadImageError(path, f"unsupported pixel type {img.dtype}")
+    if _truncated(data):
+        raise BadImageError(path, "truncated image (file ends before the image data)")
+    return np.ascontiguousarray(img)
+
+
+def _truncated(data: bytes) -> bool:
+    """OpenCV decodes a truncated PNG/JPEG with grey fill and only a warning; check the end marker."""
+    if data.startswith(b"\x89PNG"):
+        return b"IEND" not in data[-16:]
+    if data.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" not in data[-64:]
+    return False
+
+
+@dataclass
+class SkipLog:
+    """Files a batch job skipped, with why; written as skipped.csv beside the job's outputs."""
+
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: Path | str, reason: str) -> None:
+        self.rows.append((str(path), reason))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def write(self, out_dir: Path | str, name: str = "skipped.csv") -> Path:
+        out = Path(out_dir) / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "reason"])
+            writer.writerows(self.rows)
+        return out
