@@ -1,0 +1,38 @@
+"""`fbad <command> [hydra overrides]`: dispatch to the Hydra app of each command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "data": ("fbad.data.__main__", "data phantom|index|fetch: generate, index or download datasets"),
+    "train": ("fbad.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
+    "eval-seg": ("fbad.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
+    "eval-enhance": ("fbad.eval_enhance", "measure enhancement against the phantom's noise-free images"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: fbad <command> [key=value ...]  (Hydra overrides; --help after a command for its config)", ""]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"fbad: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(COMMANDS[name][0])
+    sys.argv = [f"fbad {name}", *rest]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Disk cache of model-ready arrays, keyed by the input files' identity AND the preprocessing config.
+
+A changed file (size or mtime), a changed record set or a changed config gives a new key (a miss);
+an unchanged one loads memory-mapped arrays with no recompute. Like MONAI's PersistentDataset, but
+the key covers the transform so the cache cannot go stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from fbad.data.imageio import BadImageError, SkipLog
+from fbad.data.records import Record
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+ARRAY_DTYPES = {"image": np.float16, "mask": np.bool_, "anomaly": np.bool_}
+
+
+@dataclass
+class CachedArrays:
+    """Arrays for the records that preprocessed cleanly; `row_of[i]` is record i's row or -1."""
+
+    directory: Path
+    key: str
+    arrays: dict[str, np.ndarray]
+    row_of: np.ndarray
+    skipped: SkipLog
+    hit: bool
+
+    def __len__(self) -> int:
+        return int((self.row_of >= 0).sum())
+
+
+def file_identity(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path}|missing"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def cache_key(records: Sequence[Record], config: Any) -> str:
+    """Hash of every input file's identity (image and ground-truth masks) and the whole config."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": CACHE_FORMAT, "config": config}, sort_keys=True, default=str).encode())
+    for r in records:
+        for p in (r.path, r.anomaly_mask_path, r.brain_mask_path):
+            h.update(b"\0" + (file_identity(p) if p is not None else "-").encode())
+        h.update(json.dumps([r.ellipse and list(vars(r.ellipse).values())], default=str).encode())
+    return h.hexdigest()[:20]
+
+
+_WORKER_FN: Callable[[Record], dict[str, np.ndarray]] | None = None
+
+
+def _init_worker(fn: Callable[[Record], dict[str, np.ndarray]]) -> None:
+    global _WORKER_FN
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER_FN = fn
+
+
+def _run_one(record: Record) -> tuple[dict[str, np.ndarray] | None, str]:
+    assert _WORKER_FN is not None
+    try:
+        return _WORKER_FN(record), ""
+    except BadImageError as exc:
+        return None, exc.reason
+    except Exception as exc:  # a batch never dies on one file: report any failure against the file
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def cached_preprocess(
+    records: Sequence[Record],
+    fn: Callable[[Record], dict[str, np.ndarray]],
+    config: Any,
+    cache_dir: Path | str,
+    workers: int | None = None,
+    progress: bool = True,
+) -> CachedArrays:
+    """Arrays of `fn(record)` for every record, computed once per (files, config) and then loaded."""
+    cache_dir = Path(cache_dir)
+    key = cache_key(records, config)
+    target = cache_dir / key
+    if (target / "meta.json").is_file():
+        log.info("preprocessing cache hit: %s", target)
+        return _load(target, key, hit=True)
+
+    workers = workers or os.cpu_count() or 1
+    results: list[tuple[dict[str, np.ndarray] | None, str]]
+    t0 = time.perf_counter()
+    bar = dict(total=len(records), desc="preprocess", unit="img", disable=not progress, mininterval=0.5)
+    if workers <= 1 or len(records) < 64:
+        _init_worker(fn)
+        results = [_run_one(r) for r in tqdm(records, **bar)]
+    else:
+        chunk = max(1, min(64, len(records) // (workers * 8)))
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(fn,)) as pool:
+            results = list(tqdm(pool.map(_run_one, records, chunksize=chunk), **bar))
+    log.info("preprocessed %d images in %.1fs", len(records), time.perf_counter() - t0)
+
+    tmp = cache_dir / f"{key}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ok = [res for res, _ in results if res is not None]
+    row_of = np.full(len(records), -1, dtype=np.int64)
+    row_of[[i for i, (res, _) in enumerate(results) if res is not None]] = np.arange(len(ok))
+    if ok:
+        for name in ok[0]:
+            arr = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+",
+                                            dtype=ARRAY_DTYPES.get(name, ok[0][name].dtype),
+                                            shape=(len(ok), *ok[0][name].shape))
+            for i, res in enumerate(ok):
+                arr[i] = res[name]
+            arr.flush()
+            del arr
+    pd.DataFrame({
+        "path": [str(r.path) for r in records],
+        "row": row_of,
+        "reason": [reason for _, reason in results],
+    }).to_csv(tmp / "index.csv", index=False)
+    (tmp / "meta.json").write_text(json.dumps({"key": key, "config": config, "n": len(records),
+                                               "n_ok": len(ok)}, indent=2, default=str))
+    if target.exists():  # another process finished the same key first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(target)
+    return _load(target, key, hit=False)
+
+
+def _load(target: Path, key: str, hit: bool) -> CachedArrays:
+    index = pd.read_csv(target / "index.csv", keep_default_na=False)
+    arrays = {p.stem: np.load(p, mmap_mode="r") for p in sorted(target.glob("*.npy"))}
+    skipped = SkipLog()
+    for path, row, reason in zip(index["path"], index["row"], index["reason"], strict=True):
+        if row < 0:
+            skipped.add(path, reason)
+    return CachedArrays(directory=target, key=key, arrays=arrays, row_of=index["row"].to_numpy(np.int64),
+                        skipped=skipped, hit=hit)

@@ -1,0 +1,132 @@
+"""From a dataset config to per-plane Lightning DataModules over cached, preprocessed arrays."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fbad.data.cache import CachedArrays, cached_preprocess
+from fbad.data.imageio import SkipLog
+from fbad.data.readers import DatasetError, read_dataset
+from fbad.data.records import Label, Plane, Record
+from fbad.data.splits import Splits, split_records
+from fbad.preprocess.pipeline import Preprocessor
+
+log = logging.getLogger(__name__)
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    """Records, their split and their cached arrays: computed once, shared by every plane's model."""
+
+    records: list[Record]
+    splits: Splits
+    cache: CachedArrays
+    skipped: SkipLog  # reader and preprocessing skips together
+
+    def rows(self, split: str, plane: Plane | None = None) -> tuple[np.ndarray, list[Record]]:
+        """Cache rows and records of one split (and plane), leaving out images that failed preprocessing."""
+        row_of = {id(r): int(self.cache.row_of[i]) for i, r in enumerate(self.records)}
+        recs = [r for r in getattr(self.splits, split) if (plane is None or r.plane == plane) and row_of[id(r)] >= 0]
+        return np.array([row_of[id(r)] for r in recs], dtype=np.int64), recs
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per plane and split after preprocessing skips (for the run summary)."""
+        out: dict[str, dict[str, int]] = {}
+        for split in SPLIT_NAMES:
+            for r in self.rows(split)[1]:
+                out.setdefault(str(r.plane), dict.fromkeys(SPLIT_NAMES, 0))[split] += 1
+        return out
+
+
+def prepare_data(dataset_cfg: Any, preprocess_cfg: Mapping, cache_dir: Path | str, val_fraction: float = 0.2,
+                 seed: int = 0, workers: int | None = None, progress: bool = True) -> PreparedData:
+    read = read_dataset(dataset_cfg)
+    if not read.records:
+        raise DatasetError(f"dataset {dataset_cfg.get('name')} at {dataset_cfg.get('root')}: no usable images")
+    pre = Preprocessor(preprocess_cfg)
+    cache = cached_preprocess(read.records, pre, pre.config_for_hash(), cache_dir, workers=workers,
+                              progress=progress)
+    skipped = SkipLog(rows=read.skipped.rows + cache.skipped.rows)
+    splits = split_records(read.records, val_fraction=val_fraction, seed=seed)
+    return PreparedData(records=read.records, splits=splits, cache=cache, skipped=skipped)
+
+
+class ArrayDataset(Dataset):
+    """Rows of the cache as tensors: image (1,S,S) float32, mask (1,S,S), anomaly (1,S,S), label."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], rows: np.ndarray, records: Sequence[Record],
+                 transform: Any = None):
+        self.arrays, self.rows, self.records, self.transform = arrays, rows, list(records), transform
+        self.labels = np.array([int(r.label == Label.ABNORMAL) for r in self.records], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        image = np.asarray(self.arrays["image"][row], dtype=np.float32)
+        mask = np.asarray(self.arrays["mask"][row], dtype=np.uint8)
+        anomaly = np.asarray(self.arrays["anomaly"][row], dtype=np.uint8)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask, anomaly=anomaly)
+            image, mask, anomaly = out["image"], out["mask"], out["anomaly"]
+        return {
+            "image": torch.from_numpy(np.clip(image, 0.0, 1.0)[None].copy()),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "anomaly": torch.from_numpy(anomaly[None].astype(np.float32)),
+            "label": int(self.labels[i]),
+            "index": i,
+        }
+
+
+def build_augmentation(specs: Sequence[Mapping] | None):
+    """albumentations Compose from a list of `_target_` specs; masks follow the geometry."""
+    if not specs:
+        return None
+    import albumentations as A
+    from hydra.utils import instantiate
+
+    return A.Compose([instantiate(dict(s)) for s in specs], additional_targets={"anomaly": "mask"})
+
+
+class PlaneDataModule(pl.LightningDataModule):
+    """One plane's (or all planes') train/val/test loaders; augmentation on train only."""
+
+    def __init__(self, prepared: PreparedData, plane: Plane | None, batch_size: int = 32, num_workers: int = 0,
+                 augment: Sequence[Mapping] | None = None, seed: int = 0, pin_memory: bool = False):
+        super().__init__()
+        self.prepared, self.plane = prepared, plane
+        self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
+        self.augment = build_augmentation(augment)
+        self.datasets: dict[str, ArrayDataset] = {}
+        for split in SPLIT_NAMES:
+            rows, recs = prepared.rows(split, plane)
+            self.datasets[split] = ArrayDataset(prepared.cache.arrays, rows, recs,
+                                                self.augment if split == "train" else None)
+        if len(self.datasets["train"]) == 0:
+            raise DatasetError(f"plane {plane or 'all'}: no normal training images after splitting")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=gen,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,182 @@
+"""Reader for the public Roboflow "fetal brain abnormalities ultrasound" classification set.
+
+Two exports exist and are told apart per split folder: the multiclass export (`<split>/_classes.csv`
+with a `filename` column and one-hot class columns, names often with a leading space) and the folder
+export (`<split>/<class>/*.jpg`). Roboflow's split `valid` is folded into TRAIN (fbad makes its own
+validation split by patient) and remembered in `extra["source_split"]`.
+
+The set has no patient ids. Roboflow renames every file `<original>_<ext>.rf.<hash>.jpg` and its
+author uploaded pre-augmented copies (`..._aug_3_png_jpg.rf...`), so the id used for grouping is the
+original name with those decorations removed: all copies of one source image share it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+from fbad.data.imageio import SkipLog
+from fbad.data.readers import DatasetError, ReadResult
+from fbad.data.readers.folder import check_root, ignore_options, stat_problem
+from fbad.data.records import Label, Plane, Record, Split
+
+CLASSES: tuple[str, ...] = (
+    "anold-chiari-malformation",
+    "arachnoid-cyst",
+    "cerebellah-hypoplasia",
+    "colphocephaly",
+    "encephalocele",
+    "holoprosencephaly",
+    "hydracenphaly",
+    "intracranial-hemorrdge",
+    "intracranial-tumor",
+    "m-magna",
+    "mild-ventriculomegaly",
+    "moderate-ventriculomegaly",
+    "normal",
+    "polencephaly",
+    "severe-ventriculomegaly",
+    "vein-of-galen",
+)  # original spellings, typos included: they are the class names users see in the export
+NORMAL_CLASS = "normal"
+CLASSES_CSV = "_classes.csv"
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png"})
+
+# Roboflow split folder -> (official split, source_split tag)
+_SPLITS: dict[str, tuple[Split, str]] = {
+    "train": (Split.TRAIN, "train"),
+    "valid": (Split.TRAIN, "valid"),
+    "val": (Split.TRAIN, "valid"),
+    "validation": (Split.TRAIN, "valid"),
+    "test": (Split.TEST, "test"),
+}
+_RF_SUFFIX = re.compile(r"\.rf\.[0-9a-zA-Z]+$")
+_EXT_TAIL = re.compile(r"(?:_(?:jpe?g|png|bmp|tiff?))+$", re.IGNORECASE)
+_AUG_TAIL = re.compile(r"_aug_\d+$", re.IGNORECASE)
+
+
+def source_image_id(stem: str) -> str:
+    """'hydracenphaly-3_aug_2_png_jpg.rf.0a1b' -> 'hydracenphaly-3': the name before Roboflow's renaming."""
+    name = _RF_SUFFIX.sub("", stem)
+    name = _EXT_TAIL.sub("", name)
+    return _AUG_TAIL.sub("", name) or stem
+
+
+def read_roboflow_abnormalities(root: str | Path, export: str = "auto", **opts: Any) -> ReadResult:
+    """Read either Roboflow export; `export` is 'auto', 'multiclass' or 'folder'."""
+    ignore_options("read_roboflow_abnormalities", opts)
+    if export not in ("auto", "multiclass", "folder"):
+        raise DatasetError(f"unknown roboflow export {export!r}; expected 'auto', 'multiclass' or 'folder'")
+    base = _export_root(check_root(root))
+    records: list[Record] = []
+    skipped = SkipLog()
+    for split_dir in sorted(p for p in base.iterdir() if p.is_dir() and p.name.lower() in _SPLITS):
+        split, source = _SPLITS[split_dir.name.lower()]
+        multiclass = (split_dir / CLASSES_CSV).is_file()
+        if export == "multiclass" and not multiclass:
+            raise DatasetError(f"{split_dir / CLASSES_CSV} not found (export='multiclass')")
+        if multiclass and export != "folder":
+            found = _read_multiclass(split_dir, skipped)
+        else:
+            found = _read_class_folders(split_dir, skipped)
+        for path, classes in found:
+            records.append(_record(path, classes, split, source))
+    if not records:
+        detail = f"; all {len(skipped)} entries skipped, first: {skipped.rows[0]}" if skipped else ""
+        raise DatasetError(f"no usable images in roboflow export {base}{detail}")
+    return ReadResult(records=records, skipped=skipped)
+
+
+def _export_root(root: Path) -> Path:
+    """The folder holding train/valid/test: the root itself or its only subfolder (unzipped exports nest)."""
+
+    def has_splits(p: Path) -> bool:
+        return any(c.is_dir() and c.name.lower() in _SPLITS for c in p.iterdir())
+
+    if has_splits(root):
+        return root
+    nested = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".") and has_splits(c)]
+    if len(nested) == 1:
+        return nested[0]
+    raise DatasetError(
+        f"{root} is not a Roboflow classification export: expected split folders "
+        f"{sorted(set(_SPLITS))} (each with {CLASSES_CSV} or one folder per class)"
+        + (f"; several candidates inside: {[c.name for c in nested]}" if nested else "")
+    )
+
+
+def _record(path: Path, classes: list[str], split: Split, source: str) -> Record:
+    abnormal = [c for c in classes if c.lower() != NORMAL_CLASS]
+    return Record(
+        path=path,
+        patient_id=source_image_id(path.stem),
+        plane=Plane.UNKNOWN,
+        label=Label.ABNORMAL if abnormal else Label.NORMAL,
+        anomaly_type="+".join(abnormal) if abnormal else None,
+        split=split,
+        extra={"source_split": source},
+    )
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
+
+
+def _read_multiclass(split_dir: Path, skipped: SkipLog) -> list[tuple[Path, list[str]]]:
+    index = split_dir / CLASSES_CSV
+    with index.open(newline="", encoding="utf-8-sig") as fh:
+        rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    if not rows:
+        raise DatasetError(f"{index} is empty")
+    header = [h.strip() for h in rows[0]]
+    if "filename" not in header:
+        raise DatasetError(f"{index} has no 'filename' column (columns: {rows[0]})")
+    name_col = header.index("filename")
+    class_cols = [(i, h) for i, h in enumerate(header) if i != name_col and h]
+    if not class_cols:
+        raise DatasetError(f"{index} has no class columns beside 'filename'")
+
+    found: list[tuple[Path, list[str]]] = []
+    listed: set[str] = set()
+    for lineno, row in enumerate(rows[1:], start=2):
+        name = row[name_col].strip() if name_col < len(row) else ""
+        path = split_dir / name
+        if not name:
+            skipped.add(f"{index}:{lineno}", "empty filename")
+            continue
+        if name in listed:
+            skipped.add(path, f"duplicate row in {CLASSES_CSV} (line {lineno})")
+            continue
+        listed.add(name)
+        try:
+            hot = [h for i, h in class_cols if i < len(row) and float(row[i].strip() or 0) > 0.5]
+        except ValueError:
+            skipped.add(path, f"non-numeric class value in {CLASSES_CSV} line {lineno}")
+            continue
+        problem = stat_problem(path) or (None if hot else f"no class marked in {CLASSES_CSV} line {lineno}")
+        if problem:
+            skipped.add(path, problem)
+            continue
+        found.append((path.resolve(), hot))
+    for path in _images_in(split_dir):
+        if path.name not in listed:
+            skipped.add(path.resolve(), f"not listed in {CLASSES_CSV}")
+    return found
+
+
+def _read_class_folders(split_dir: Path, skipped: SkipLog) -> list[tuple[Path, list[str]]]:
+    found: list[tuple[Path, list[str]]] = []
+    for path in _images_in(split_dir):
+        skipped.add(path.resolve(), "not in a class folder")
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in _images_in(class_dir):
+            problem = stat_problem(path)
+            if problem:
+                skipped.add(path.resolve(), problem)
+            else:
+                found.append((path.resolve(), [class_dir.name]))
+    return found

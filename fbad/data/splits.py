@@ -1,0 +1,72 @@
+"""fbad's train/validation/test assignment: patient-grouped, plane-stratified, deterministic."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from fbad.data.records import Label, Record, Split
+
+
+@dataclass
+class Splits:
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+    # abnormal images of training-side patients: kept out of a normal-only model's training set
+    excluded: list[Record] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("train", "val", "test", "excluded")}
+
+
+def split_records(records: list[Record], val_fraction: float = 0.2, seed: int = 0,
+                  normal_only_train: bool = True) -> Splits:
+    """Official test images stay test; the rest splits about (1-f):f by patient, stratified by plane.
+
+    No patient is on both sides of train/val. With `normal_only_train`, abnormal images of
+    training-side patients go to `excluded` rather than into training (and not into validation,
+    which would break patient-disjointness).
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    test = [r for r in records if r.split == Split.TEST]
+    pool = [r for r in records if r.split != Split.TEST]
+    if not pool:
+        return Splits(train=[], val=[], test=test)
+    val_mask = _grouped_val_mask(pool, val_fraction, seed)
+    train = [r for r, v in zip(pool, val_mask, strict=True) if not v]
+    val = [r for r, v in zip(pool, val_mask, strict=True) if v]
+    excluded: list[Record] = []
+    if normal_only_train:
+        excluded = [r for r in train if r.label == Label.ABNORMAL]
+        train = [r for r in train if r.label != Label.ABNORMAL]
+    return Splits(train=train, val=val, test=test, excluded=excluded)
+
+
+def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int) -> np.ndarray:
+    groups = np.array([r.patient_id for r in pool])
+    n_groups = len(set(groups.tolist()))
+    n_splits = max(2, round(1 / val_fraction))
+    if n_groups < n_splits:  # too few patients to fold: put whole patients aside by a seeded shuffle
+        rng = np.random.default_rng(seed)
+        uniq = np.array(sorted(set(groups.tolist())))
+        rng.shuffle(uniq)
+        n_val = max(1, round(val_fraction * len(uniq))) if len(uniq) > 1 else 0
+        return np.isin(groups, uniq[:n_val])
+    y = np.array([_stratum(r) for r in pool])
+    counts = Counter(y.tolist())
+    if min(counts.values()) < n_splits:  # rare strata break stratification; fall back to plane only
+        y = np.array([str(r.plane) for r in pool])
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, val_idx = next(sgkf.split(np.zeros(len(pool)), y, groups))
+    mask = np.zeros(len(pool), dtype=bool)
+    mask[val_idx] = True
+    return mask
+
+
+def _stratum(r: Record) -> str:
+    return f"{r.plane}|{r.label}"

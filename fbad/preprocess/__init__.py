@@ -1,0 +1,1 @@
+"""Image preprocessing: enhancement operators, segmentation, alignment and their quality metrics."""

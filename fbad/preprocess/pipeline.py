@@ -1,0 +1,104 @@
+"""The preprocessing chain from a file on disk to model-ready arrays.
+
+read -> grayscale -> enhance -> segment (head ellipse, brain mask) -> align -> resize. One
+`Preprocessor` is built from the resolved config and pickled to worker processes by the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fbad.data.imageio import BadImageError, read_gray
+from fbad.data.records import Record
+from fbad.preprocess.align import align
+
+PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes
+
+
+class SegmentationFailed(BadImageError):
+    """No head found: the image is skipped (and listed), never forced through."""
+
+
+class Preprocessor:
+    """Picklable callable: Record -> {"image": float32 (S,S) in [0,1], "mask": bool, "anomaly": bool}."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = _plain(cfg)
+        self.size = int(self.cfg["image_size"])
+        self._enhance = None
+        self._segment = None
+
+    def __getstate__(self) -> dict:  # built operators stay behind; workers rebuild them
+        return {**self.__dict__, "_enhance": None, "_segment": None}
+
+    def config_for_hash(self) -> dict:
+        return {"version": PREPROCESS_VERSION, **self.cfg}
+
+    def _enhancer(self):
+        if self._enhance is None:
+            enh = self.cfg.get("enhancement") or {"name": "none", "ops": []}
+            if enh.get("ops"):
+                from fbad.preprocess.enhance import build_chain
+
+                self._enhance = build_chain(enh["ops"])
+            else:
+                self._enhance = _identity
+        return self._enhance
+
+    def _segmenter(self):
+        if self._segment is None:
+            seg = self.cfg.get("segmentation") or {"name": "none"}
+            if seg.get("name") in ("none", "ground_truth"):
+                self._segment = seg["name"]
+            else:
+                from fbad.preprocess.segment import get_segmenter
+
+                self._segment = get_segmenter(seg)
+        return self._segment
+
+    def __call__(self, record: Record) -> dict[str, np.ndarray]:
+        raw = read_gray(record.path)
+        img = self._enhancer()(raw.astype(np.float32) / 255.0)
+        gt_anomaly = _read_mask(record.anomaly_mask_path, raw.shape)
+        segmenter = self._segmenter()
+        ellipse, brain = None, None
+        if segmenter == "ground_truth":
+            if record.ellipse is None:
+                raise SegmentationFailed(record.path, "segmentation=ground_truth but the record has no head ellipse")
+            ellipse, brain = record.ellipse, _read_mask(record.brain_mask_path, raw.shape)
+        elif segmenter != "none":
+            result = segmenter(raw)
+            if result.failed:
+                raise SegmentationFailed(record.path, f"segmentation failed: {result.reason}")
+            ellipse, brain = result.ellipse, result.brain_mask
+        align_cfg = self.cfg.get("align") or {"crop": False, "rotate": False}
+        if brain is None:
+            brain = np.ones(raw.shape, dtype=bool)
+        out, masks, _ = align(img, self.size, ellipse, {"brain": brain, "anomaly": gt_anomaly}, align_cfg)
+        return {
+            "image": np.clip(out, 0.0, 1.0).astype(np.float32),
+            "mask": masks["brain"],
+            "anomaly": masks.get("anomaly", np.zeros((self.size, self.size), dtype=bool)),
+        }
+
+
+def _identity(img: np.ndarray) -> np.ndarray:
+    return img
+
+
+def _read_mask(path, shape) -> np.ndarray | None:
+    if path is None:
+        return None
+    mask = read_gray(path) > 127
+    if mask.shape != shape:
+        raise BadImageError(path, f"mask size {mask.shape[::-1]} differs from its image {shape[::-1]}")
+    return mask
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)

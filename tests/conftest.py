@@ -1,0 +1,44 @@
+"""Shared fixtures: the real reference data beside the repo, and a small generated phantom."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FBAD_SHARED", REPO.parent / "shared")) / "data"
+HC18 = SHARED / "hc18"
+FPDB_INDEX = SHARED / "fetal_planes_db" / "FETAL_PLANES_DB_data.csv"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hc18_root() -> Path:
+    return _need(HC18)
+
+
+@pytest.fixture(scope="session")
+def fpdb_index() -> Path:
+    return _need(FPDB_INDEX)
+
+
+@pytest.fixture(autouse=True)
+def _outputs_in_tmp(tmp_path, monkeypatch):
+    """Every command a test runs writes below its own tmp dir, never into the checkout."""
+    monkeypatch.setenv("FBAD_OUTPUTS", str(tmp_path / "outputs"))
+
+
+@pytest.fixture(scope="session")
+def small_phantom(tmp_path_factory) -> Path:
+    """A tiny phantom written once per session through the real writer."""
+    from fbad.data.readers.phantom import ensure_phantom
+
+    root = tmp_path_factory.mktemp("phantom") / "p"
+    return ensure_phantom(root, n_per_plane=12, size=64, seed=3, workers=1)
