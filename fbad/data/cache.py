@@ -43,6 +43,14 @@ class CachedArrays:
     skipped: SkipLog
     hit: bool
 
+    @property
+    def dataset_hash(self) -> str:
+        return self.key.split("-")[0]
+
+    @property
+    def config_hash(self) -> str:
+        return self.key.split("-")[1]
+
     def __len__(self) -> int:
         return int((self.row_of >= 0).sum())
 
@@ -55,15 +63,24 @@ def file_identity(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def cache_key(records: Sequence[Record], config: Any) -> str:
-    """Hash of every input file's identity (image and ground-truth masks) and the whole config."""
+def dataset_hash(records: Sequence[Record]) -> str:
+    """Identity of every input file (image and ground-truth masks) and of the records' geometry."""
     h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "config": config}, sort_keys=True, default=str).encode())
     for r in records:
         for p in (r.path, r.anomaly_mask_path, r.brain_mask_path):
             h.update(b"\0" + (file_identity(p) if p is not None else "-").encode())
         h.update(json.dumps([r.ellipse and list(vars(r.ellipse).values())], default=str).encode())
-    return h.hexdigest()[:20]
+    return h.hexdigest()[:16]
+
+
+def config_hash(config: Any) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_key(records: Sequence[Record], config: Any) -> str:
+    """The cache entry of (input files, preprocessing config): a change in either is a miss."""
+    return f"{dataset_hash(records)}-{config_hash(config)}"
 
 
 _WORKER_FN: Callable[[Record], dict[str, np.ndarray]] | None = None

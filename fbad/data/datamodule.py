@@ -99,6 +99,23 @@ def build_augmentation(specs: Sequence[Mapping] | None):
     return A.Compose([instantiate(dict(s)) for s in specs], additional_targets={"anomaly": "mask"})
 
 
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A permutation that depends only on (seed, epoch): a resumed run sees the same batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class PlaneDataModule(pl.LightningDataModule):
     """One plane's (or all planes') train/val/test loaders; augmentation on train only."""
 
@@ -117,8 +134,8 @@ class PlaneDataModule(pl.LightningDataModule):
             raise DatasetError(f"plane {plane or 'all'}: no normal training images after splitting")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=gen,
+        sampler = EpochShuffleSampler(len(self.datasets[split]), self.seed) if shuffle else None
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, drop_last=False)
 

@@ -34,6 +34,26 @@ def conics_through(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return coef, ox[:, 0], oy[:, 0]
 
 
+def refit_conics(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, ox: np.ndarray, oy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least-squares conics, one per row of weights `w` (K, N) over the shared points `x`, `y` (N,),
+    in coordinates centred on (ox, oy) (K,), which must lie inside each ellipse (e.g. its previous centre).
+
+    Same parametrisation as `conics_through`, so `conic_to_ellipse` reads the result.
+    """
+    u = x[None] - ox[:, None]
+    v = y[None] - oy[:, None]
+    s = np.sqrt(np.average(u**2 + v**2, axis=1, weights=w + 1e-12)) + 1e-9
+    u, v = u / s[:, None], v / s[:, None]
+    d = np.stack([u * u, u * v, v * v, u, v], axis=2)  # (K, N, 5)
+    m = np.einsum("kn,kni,knj->kij", w, d, d) + 1e-9 * np.eye(5)[None]
+    rhs = np.einsum("kn,kni->ki", w, d)
+    coef = np.linalg.solve(m, rhs[..., None])[..., 0]
+    coef = coef / np.stack([s**2, s**2, s**2, s, s], axis=1)
+    return coef, ox, oy
+
+
 def conic_to_ellipse(coef: np.ndarray, ox: np.ndarray, oy: np.ndarray) -> tuple[np.ndarray, ...]:
     """(cx, cy, a, b, theta_rad, valid) for conics from `conics_through`; a >= b, theta is the angle of a."""
     A, B, C, D, E = (coef[:, i] for i in range(5))

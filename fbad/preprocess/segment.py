@@ -1,0 +1,377 @@
+"""Classical cranium / brain segmentation: one head ellipse, skull band and brain region per image.
+
+Methods (chosen by `conf/segmentation/<name>.yaml`):
+
+- ``none``: no segmentation; the whole field of view is the brain. The safe default.
+- ``seed``: the original notebook study's heuristic (threshold 180, largest bright contour united with a
+  centred circle, bounding-box crop), reproduced so that its quality can be measured next to the others.
+- ``ellipse``: training-free ellipse search. The skull is a bright band brighter than *both* sides, so a
+  two-sided bar detector (steered by the Hessian) keeps it and ignores the fan border and tissue steps;
+  RANSAC over ridge points, vectorised over thousands of hypotheses, finds the ellipse with the most ridge
+  support under anatomical shape priors; inlier re-fits and a small local search polish it; finally it is
+  pushed out to the outer border of the skull, where HC18 and the clinical HC measurement put it.
+
+Every method first removes the fan surround and burned-in text (`fov.clean`) and never raises on an image:
+a frame without a recognisable head comes back with ``failed=True``, a reason and empty masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fbad.data.records import HeadEllipse
+from fbad.preprocess.ellipse_fit import (
+    conic_to_ellipse,
+    conics_through,
+    ellipse_mask,
+    refit_conics,
+    sample_ellipses,
+    scale_ellipse,
+)
+from fbad.preprocess.fov import clean, to_uint8
+
+
+@dataclass
+class SegmentationResult:
+    """Head ellipse (outer skull border) and masks at the input image's resolution."""
+
+    ellipse: HeadEllipse | None
+    head_mask: np.ndarray
+    skull_mask: np.ndarray
+    brain_mask: np.ndarray
+    confidence: float
+    failed: bool
+    reason: str = ""
+    crop_box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1), `seed` only
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _failure(shape: tuple[int, int], reason: str) -> SegmentationResult:
+    empty = np.zeros(shape, bool)
+    return SegmentationResult(None, empty, empty.copy(), empty.copy(), 0.0, True, reason)
+
+
+# --------------------------------------------------------------------------------------------------- none
+
+
+def segment_none(img: np.ndarray) -> SegmentationResult:
+    """Whole field of view as brain; never fails (an all-black frame gives an empty mask)."""
+    fov = clean(img).fov
+    return SegmentationResult(None, fov, np.zeros_like(fov), fov.copy(), 1.0, False)
+
+
+# --------------------------------------------------------------------------------------------------- seed
+
+
+def segment_seed(img: np.ndarray, threshold: int = 180, radius_frac: float = 0.4, pad: int = 20) -> SegmentationResult:
+    """The notebook heuristic: bright contour ∪ centred circle, its bounding box (+pad) as the crop."""
+    gray = clean(img).image
+    h, w = gray.shape
+    bright = (gray > threshold).astype(np.uint8)
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return _failure((h, w), f"no head found: no bright region above {threshold}")
+    union = np.zeros((h, w), np.uint8)
+    cv2.drawContours(union, [max(contours, key=cv2.contourArea)], -1, 1, thickness=-1)
+    cv2.circle(union, (w // 2, h // 2), round(radius_frac * min(h, w)), 1, thickness=-1)
+    outline = max(cv2.findContours(union, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+    (cx, cy), (d1, d2), ang = cv2.fitEllipse(outline)
+    ellipse = HeadEllipse(cx, cy, d1 / 2, d2 / 2, ang)
+    x, y, bw, bh = cv2.boundingRect(outline)
+    box = (max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad))
+    mask = union.astype(bool)
+    skull = mask & bright.astype(bool)
+    return SegmentationResult(ellipse, mask, skull, mask & ~skull, 1.0, False, crop_box=box)
+
+
+# ------------------------------------------------------------------------------------------------ ellipse
+
+
+@dataclass(frozen=True)
+class EllipseParams:
+    """Knobs of the `ellipse` method; lengths are relative to the working image (see `work_width`)."""
+
+    work_width: int = 200  # px; the image is area-downsampled to this width (speckle averages out too)
+    scales: tuple[float, ...] = (1.0, 2.0, 3.0)  # Gaussian sigmas (working px) of the bar detector
+    side_offset: float = 2.0  # bar sides probed at side_offset * sigma across the ridge
+    along: int = 4  # ridge response averaged over +-along px of its tangent (suppresses speckle)
+    ridge_quantile: float = 0.9  # candidate points: ridge maxima above this quantile of the fan's ridge map
+    max_points: int = 500
+    hypotheses: int = 3000
+    samples: int = 64  # contour samples per hypothesis when scoring
+    min_axis: float = 0.12  # semi-major axis bounds, fraction of image height
+    max_axis: float = 0.80
+    min_aspect: float = 0.6  # b / a
+    min_inside: float = 0.55  # fraction of the contour that must lie in the image
+    min_support: float = 0.12  # below this mean ridge support: no head
+    refine_iters: int = 3
+    outer_edge: bool = True  # move the ridge-centre ellipse out to the outer border of the skull
+    seed: int = 0
+
+
+def _bar_ridge(g: np.ndarray, scales: tuple[float, ...], side_offset: float) -> tuple[np.ndarray, ...]:
+    """Two-sided bar response min(I - I_left, I - I_right) across the Hessian's ridge normal, max over scales.
+
+    A one-sided step (fan border, tissue boundary) scores zero, unlike plain Hessian ridge filters.
+    Returns (response, normal x, normal y).
+    """
+    h, w = g.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    best = np.zeros_like(g)
+    bnx = np.zeros_like(g)
+    bny = np.ones_like(g)
+    for s in scales:
+        gs = cv2.GaussianBlur(g, (0, 0), s)
+        hxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3)
+        hyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3)
+        hxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3)
+        phi = 0.5 * np.arctan2(2 * hxy, hxx - hyy) + np.float32(np.pi / 2)  # most negative curvature
+        nx, ny = np.cos(phi), np.sin(phi)
+        d = side_offset * s
+        p1 = cv2.remap(gs, gx + d * nx, gy + d * ny, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        p2 = cv2.remap(gs, gx - d * nx, gy - d * ny, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        r = np.minimum(gs - p1, gs - p2)
+        upd = r > best
+        best = np.where(upd, r, best)
+        bnx = np.where(upd, nx, bnx)
+        bny = np.where(upd, ny, bny)
+    return np.maximum(best, 0), bnx, bny
+
+
+def _along_ridge_mean(r: np.ndarray, nx: np.ndarray, ny: np.ndarray, half_length: int) -> np.ndarray:
+    """Average the response along each pixel's ridge tangent over +-half_length px.
+
+    Skull arcs run straight for tens of working pixels, speckle ridges for a few, so this keeps the first
+    and dims the second (a cheap stand-in for a bank of elongated line filters).
+    """
+    if half_length <= 0:
+        return r
+    h, w = r.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    tx, ty = -ny, nx
+    acc = r.copy()
+    for t in range(1, half_length + 1):
+        for sgn in (-1, 1):
+            acc += cv2.remap(r, gx + sgn * t * tx, gy + sgn * t * ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return acc / (2 * half_length + 1)
+
+
+def _ridge_maxima(r: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
+    """Non-maximum suppression across the ridge (normal quantised to 4 directions)."""
+    pad = np.pad(r, 1)
+    h, w = r.shape
+    ang = (np.round(np.arctan2(ny, nx) / (np.pi / 4)).astype(int)) % 4  # 0: x, 1: diag, 2: y, 3: anti-diag
+    offs = [(0, 1), (1, 1), (1, 0), (1, -1)]
+    keep = np.zeros(r.shape, bool)
+    for k, (dy, dx) in enumerate(offs):
+        a = pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        b = pad[1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+        keep |= (ang == k) & (r >= a) & (r >= b)
+    return keep
+
+
+def _support(
+    ex: np.ndarray, ey: np.ndarray, enx: np.ndarray, eny: np.ndarray,
+    rn: np.ndarray, nx: np.ndarray, ny: np.ndarray, fov: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ridge support along sampled contours (M, K) and the fraction of samples inside the field of view.
+
+    Support of a sample = normalised bar response there x |cos| between the contour normal and the ridge
+    normal, so a contour crossing a bright structure instead of running along it earns little.
+    """
+    h, w = rn.shape
+    xi = np.rint(ex).astype(np.int64)
+    yi = np.rint(ey).astype(np.int64)
+    inimg = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    idx = np.where(inimg, np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1), 0)
+    inside = inimg & fov.ravel()[idx]
+    s = rn.ravel()[idx] * np.abs(enx * nx.ravel()[idx] + eny * ny.ravel()[idx]) * inside
+    n_in = inside.sum(axis=1)
+    return s.sum(axis=1) / np.maximum(n_in, 1), n_in / ex.shape[1]
+
+
+def _score(support: np.ndarray, inside: np.ndarray, p: EllipseParams) -> np.ndarray:
+    """Hypothesis score: support over the visible contour, discounted when much of it is out of view."""
+    return support * np.minimum(1.0, inside / 0.8) ** 0.5 * (inside >= p.min_inside)
+
+
+def _prior_ok(cx, cy, a, b, valid, h: int, w: int, p: EllipseParams) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return (
+            valid
+            & (a >= p.min_axis * h)
+            & (a <= p.max_axis * h)
+            & (b >= p.min_aspect * a)
+            & (cx >= 0)
+            & (cx < w)
+            & (cy >= 0)
+            & (cy < h)
+        )
+
+
+def _refit(e: tuple[np.ndarray, ...], pts: tuple[np.ndarray, ...], tol: float) -> tuple[np.ndarray, ...]:
+    """One weighted re-fit of each ellipse in `e` (arrays of K) on the ridge points near it whose ridge runs
+    along it; an ellipse with too few such points, or whose re-fit is no ellipse, is kept as it was."""
+    cx, cy, a, b, th = (v[:, None] for v in e)
+    px, py, pw, pnx, pny = (v[None] for v in pts)
+    c, s = np.cos(th), np.sin(th)
+    u = (px - cx) * c + (py - cy) * s
+    v = -(px - cx) * s + (py - cy) * c
+    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2) + 1e-9
+    dist = np.abs(rho - 1) * np.sqrt(u * u + v * v) / rho
+    gnx, gny = u / a**2, v / b**2  # implicit-form gradient in the ellipse frame
+    gn = np.sqrt(gnx**2 + gny**2) + 1e-12
+    align = np.abs((gnx * c - gny * s) / gn * pnx + (gnx * s + gny * c) / gn * pny)
+    wts = pw * align * ((dist < tol) & (align > 0.7))
+    coef, ox, oy = refit_conics(pts[0], pts[1], wts, e[0], e[1])
+    new = conic_to_ellipse(coef, ox, oy)
+    ok = new[5] & ((wts > 0).sum(axis=1) >= 8)
+    return tuple(np.where(ok, n, o) for n, o in zip(new[:5], e, strict=True))
+
+
+def _outer_offset(g: np.ndarray, e: tuple[float, ...], rn: np.ndarray, k: int = 96) -> tuple[float, float]:
+    """Distance (working px) from the ridge-centre contour out to the skull's outer half-maximum edge, and the
+    skull thickness estimate; medians over contour samples with clear ridge support."""
+    cx, cy, a, b, th = e
+    ex, ey, enx, eny = sample_ellipses(*(np.array([v]) for v in (cx, cy, a, b, th)), k)
+    steps = np.arange(-8, 9, dtype=np.float32) * 0.5  # -4 .. +4 px along the outward normal
+    qx = (ex[0][:, None] + enx[0][:, None] * steps[None]).astype(np.float32)
+    qy = (ey[0][:, None] + eny[0][:, None] * steps[None]).astype(np.float32)
+    prof = cv2.remap(g, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    rsup = cv2.remap(rn, ex.astype(np.float32), ey.astype(np.float32), cv2.INTER_LINEAR)[0]
+    good = rsup > 0.3
+    if good.sum() < 6:
+        return 0.0, 2.0
+    prof = prof[good]
+    c0 = len(steps) // 2
+    peak_idx = c0 - 2 + np.argmax(prof[:, c0 - 2 : c0 + 3], axis=1)
+    peak = prof[np.arange(len(prof)), peak_idx]
+    base_out = prof[:, -3:].min(axis=1)
+    base_in = prof[:, :3].min(axis=1)
+    half_out = 0.5 * (peak + base_out)
+    half_in = 0.5 * (peak + base_in)
+    j = np.arange(len(steps))[None]
+    out_edge = np.where((j > peak_idx[:, None]) & (prof < half_out[:, None]), j, len(steps) - 1).min(axis=1)
+    in_edge = np.where((j < peak_idx[:, None]) & (prof < half_in[:, None]), j, 0).max(axis=1)
+    off = float(np.median(steps[out_edge]))
+    thick = float(np.median(steps[out_edge] - steps[in_edge]))
+    return max(off, 0.0), max(thick, 1.0)
+
+
+def segment_ellipse(img: np.ndarray, params: EllipseParams | None = None) -> SegmentationResult:
+    """Find the head as the ellipse best supported by bright two-sided ridges (see module docstring)."""
+    p = params or EllipseParams()
+    cleaned = clean(img)
+    H, W = cleaned.image.shape
+    if not cleaned.fov.any():
+        return _failure((H, W), "no head found: empty field of view (black image)")
+    f = min(1.0, p.work_width / W)
+    w, h = max(8, round(W * f)), max(8, round(H * f))
+    g = cv2.resize(cleaned.image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    fov = cv2.resize(cleaned.fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    r, nx, ny = _bar_ridge(g, p.scales, p.side_offset)
+    r = _along_ridge_mean(r * fov, nx, ny, p.along)
+    ref = float(np.quantile(r[fov], 0.99)) if fov.any() else 0.0
+    if ref < 2.0:  # under 2 grey levels of ridge contrast anywhere: flat or pure noise-free image
+        return _failure((H, W), "no head found: no bright ridges in the field of view")
+    rn = np.clip(r / ref, 0, 1).astype(np.float32)
+    rn_d = cv2.dilate(rn, np.ones((3, 3), np.uint8))  # coarse scoring tolerates 1 px misplacement
+
+    cand = _ridge_maxima(r, nx, ny) & (r > np.quantile(r[fov], p.ridge_quantile)) & (rn > 0.05)
+    ys, xs = np.nonzero(cand)
+    if len(xs) < 10:
+        return _failure((H, W), "no head found: too few ridge points")
+    wts = rn[ys, xs].astype(np.float64)
+    rng = np.random.default_rng(p.seed)
+    if len(xs) > p.max_points:
+        keep = rng.choice(len(xs), p.max_points, replace=False, p=wts / wts.sum())
+        xs, ys, wts = xs[keep], ys[keep], wts[keep]
+    pts = (xs.astype(float), ys.astype(float), wts, nx[ys, xs].astype(float), ny[ys, xs].astype(float))
+
+    # RANSAC: 5-point conics, priors, support along the contour -- all hypotheses at once
+    idx = rng.choice(len(xs), size=(p.hypotheses, 5), p=wts / wts.sum())
+    coef, ox, oy = conics_through(pts[0][idx], pts[1][idx])
+    cx, cy, a, b, th, valid = conic_to_ellipse(coef, ox, oy)
+    ok = _prior_ok(cx, cy, a, b, valid, h, w, p)
+    if not ok.any():
+        return _failure((H, W), "no head found: no plausible ellipse through the ridge points")
+    cx, cy, a, b, th = (v[ok] for v in (cx, cy, a, b, th))
+    sup, ins = _support(*sample_ellipses(cx, cy, a, b, th, p.samples), rn_d, nx, ny, fov)
+    score = _score(sup, ins, p)
+    order = np.argsort(-score)[:8]
+
+    # refine the best few by inlier re-fits (all at once), keep the best-supported result
+    e = tuple(v[order] for v in (cx, cy, a, b, th))
+    for tol in np.linspace(3.0, 1.5, p.refine_iters):
+        e = _refit(e, pts, tol)
+    sup, ins = _support(*sample_ellipses(*e, 2 * p.samples), rn, nx, ny, fov)
+    score = _score(sup, ins, p) * _prior_ok(*e[:4], np.ones(len(e[0]), bool), h, w, p)
+    i = int(np.argmax(score))
+    best, best_score = tuple(float(v[i]) for v in e), float(score[i])
+    if best_score < p.min_support:
+        return _failure((H, W), f"no head found: no ellipse with enough ridge support (best {best_score:.2f})")
+
+    off, thick = _outer_offset(g, best, rn) if p.outer_edge else (0.0, 2.0)
+    cx0, cy0, a0, b0, th0 = best
+    e_work = HeadEllipse(float(cx0), float(cy0), float(a0), float(b0), float(np.degrees(th0)) % 180.0)
+    ellipse = scale_ellipse(e_work, 1.0 / f, offset=off)
+    head = ellipse_mask((H, W), ellipse)
+    t_full = max(thick / f, 2.0)
+    inner = ellipse_mask((H, W), HeadEllipse(ellipse.cx, ellipse.cy, max(ellipse.a - t_full, 1.0),
+                                             max(ellipse.b - t_full, 1.0), ellipse.angle_deg))
+    band = head & ~inner
+    gray = cleaned.image
+    skull = band & (gray >= np.median(gray[band])) if band.any() else band
+    conf = float(np.clip(best_score / 0.5, 0.0, 1.0))
+    return SegmentationResult(ellipse, head, skull, inner, conf, False,
+                              extra={"support": best_score, "thickness_px": t_full})
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def _ellipse_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
+    if "scales" in params:
+        params["scales"] = tuple(float(s) for s in params["scales"])
+    p = EllipseParams(**params)
+    return lambda img: segment_ellipse(img, p)
+
+
+def _seed_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
+    return lambda img: segment_seed(img, **params)
+
+
+def _none_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
+    return segment_none
+
+
+METHODS: dict[str, Callable[..., Callable[[np.ndarray], SegmentationResult]]] = {
+    "none": _none_from_params,
+    "seed": _seed_from_params,
+    "ellipse": _ellipse_from_params,
+}
+
+
+def get_segmenter(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], SegmentationResult]:
+    """Segmenter from a config group `{name: ellipse, ...params}` (unknown names and keys raise early)."""
+    params = dict(cfg)
+    name = params.pop("name", "ellipse")
+    if name not in METHODS:
+        raise ValueError(f"unknown segmentation method {name!r}; expected one of {sorted(METHODS)}")
+    return METHODS[name](**params)
+
+
+def segment(img: np.ndarray, method: str | Mapping[str, Any] = "ellipse", **params: Any) -> SegmentationResult:
+    """Segment one gray image (uint8 or float in [0, 1]); never raises on image content."""
+    cfg = {"name": method} if isinstance(method, str) else dict(method)
+    cfg.update(params)
+    gray = to_uint8(img)
+    if gray.ndim != 2 or gray.size == 0:
+        return _failure(gray.shape[:2] if gray.ndim >= 2 else (0, 0), "not a 2-D gray image")
+    return get_segmenter(cfg)(gray)

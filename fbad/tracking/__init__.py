@@ -1,0 +1,1 @@
+"""MLflow: run layout, parameters, tags, epoch metrics and plots."""

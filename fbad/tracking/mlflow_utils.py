@@ -1,0 +1,104 @@
+"""MLflow run layout: a parent run per command, a child per plane, config as params, epoch curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytorch_lightning as pl
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+MAX_PARAM_LEN = 6000
+
+
+def setup_experiment(tracking_uri: str, experiment: str, artifact_root: str | Path | None = None) -> str:
+    """Point MLflow at the store and make sure the experiment exists with artifacts under outputs/."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if artifact_root is not None and "://" not in str(artifact_root):
+            location = (Path(artifact_root).expanduser().resolve() / experiment).as_uri()
+        elif artifact_root is not None:
+            location = f"{artifact_root}/{experiment}"
+        exp_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def flat_params(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, str]:
+    """Nested config as dotted keys (lists kept whole), values cut to MLflow's length limit."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    out: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            out[key] = json.dumps(node) if isinstance(node, list | dict) else str(node)
+            out[key] = out[key][:MAX_PARAM_LEN]
+
+    walk(container, prefix)
+    return out
+
+
+def log_params(params: Mapping[str, str], run_id: str | None = None) -> None:
+    from mlflow.entities import Param
+
+    client = MlflowClient()
+    run_id = run_id or mlflow.active_run().info.run_id
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i: i + 100])
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class EpochMetricsLogger(pl.Callback):
+    """Per-epoch metrics to the plane's child run (plain names) and to the parent (`<plane>/name`)."""
+
+    def __init__(self, child_run_id: str, parent_run_id: str | None, plane: str,
+                 names: tuple[str, ...] = ("train_mse", "val_mse", "train_loss")):
+        self.child, self.parent, self.plane, self.names = child_run_id, parent_run_id, plane, names
+        self.history: dict[str, list[float]] = {n: [] for n in names}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from mlflow.entities import Metric
+
+        step = trainer.current_epoch
+        now = mlflow.utils.time.get_current_time_millis()
+        metrics = []
+        for name in self.names:
+            value = trainer.callback_metrics.get(name)
+            if value is None:
+                continue
+            v = float(value)
+            self.history[name].append(v)
+            metrics.append(Metric(name, v, now, step))
+        client = MlflowClient()
+        client.log_batch(self.child, metrics=metrics)
+        if self.parent:
+            client.log_batch(self.parent, metrics=[Metric(f"{self.plane}/{m.key}", m.value, now, step)
+                                                   for m in metrics])

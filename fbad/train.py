@@ -1,0 +1,49 @@
+"""`fbad train [overrides]` (also `python -m fbad.train`): the main job."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from fbad.config import CONF_DIR
+
+log = logging.getLogger("fbad.train")
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """The folder this call writes to: Hydra's new one, or the run being resumed."""
+    from fbad.training import STATE_FILE
+
+    resume = cfg.resume
+    if resume in (False, None, "false"):
+        return Path(HydraConfig.get().runtime.output_dir)
+    if resume in (True, "true", "last"):
+        base = Path(cfg.paths.root) / "train"
+        candidates = sorted((p.parent for p in base.glob(f"*/{STATE_FILE}")), key=lambda p: p.stat().st_mtime)
+        unfinished = [p for p in candidates if '"finished": true' not in (p / STATE_FILE).read_text()]
+        if not unfinished:
+            raise SystemExit(f"resume=true: no unfinished training run under {base}")
+        return unfinished[-1]
+    path = Path(str(resume)).expanduser()
+    if not (path / STATE_FILE).is_file():
+        raise SystemExit(f"resume={resume}: not a training run folder (no {STATE_FILE})")
+    return path
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from fbad.training import run_training
+
+    run_dir = resolve_run_dir(cfg)
+    if cfg.resume:
+        log.info("resuming %s", run_dir)
+    summary = run_training(cfg, run_dir)
+    return summary.get("test_auroc_mean", summary.get("best_val_mse_mean"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The preprocessing cache: a hit reloads without recompute, a changed file or config is a miss."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fbad.data.cache import cached_preprocess
+from fbad.data.records import Record
+from fbad.preprocess.pipeline import Preprocessor
+
+CFG = {"image_size": 32, "enhancement": {"name": "none", "ops": []}, "segmentation": {"name": "none"},
+       "align": {"name": "none", "crop": False, "rotate": False}}
+
+
+class CountingPre(Preprocessor):
+    """The real preprocessor, counting calls in-process (workers=1) to prove a hit does no work."""
+
+    calls = 0
+
+    def __call__(self, record):
+        CountingPre.calls += 1
+        return super().__call__(record)
+
+
+def _dataset(tmp_path: Path, n=6) -> list[Record]:
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(n):
+        p = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(p), rng.integers(0, 255, (40, 50), dtype=np.uint8))
+        recs.append(Record(path=p, patient_id=str(i)))
+    return recs
+
+
+def _run(recs, cfg, cache_dir):
+    pre = CountingPre(cfg)
+    return cached_preprocess(recs, pre, pre.config_for_hash(), cache_dir, workers=1, progress=False)
+
+
+def test_hit_miss_and_bad_files(tmp_path):
+    recs = _dataset(tmp_path)
+    (tmp_path / "img2.png").write_bytes(b"")  # a bad file is skipped and listed, not fatal
+    recs.append(Record(path=tmp_path / "missing.png", patient_id="m"))
+    cache = tmp_path / "cache"
+
+    CountingPre.calls = 0
+    first = _run(recs, CFG, cache)
+    assert not first.hit and CountingPre.calls == 7
+    assert first.arrays["image"].shape == (5, 32, 32) and len(first) == 5
+    assert list(first.row_of) == [0, 1, -1, 2, 3, 4, -1]
+    assert dict(first.skipped.rows) == {str(tmp_path / "img2.png"): "empty file (0 bytes)",
+                                        str(tmp_path / "missing.png"): "file not found"}
+
+    CountingPre.calls = 0
+    second = _run(recs, CFG, cache)
+    assert second.hit and CountingPre.calls == 0 and second.key == first.key
+    assert np.array_equal(np.asarray(second.arrays["image"]), np.asarray(first.arrays["image"]))
+
+    # a changed config is a miss
+    assert _run(recs, {**CFG, "image_size": 16}, cache).key != first.key
+    # a changed file (new content, new mtime) is a miss
+    time.sleep(0.01)
+    cv2.imwrite(str(recs[0].path), np.zeros((40, 50), np.uint8))
+    os.utime(recs[0].path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    CountingPre.calls = 0
+    third = _run(recs, CFG, cache)
+    assert not third.hit and third.key != first.key and CountingPre.calls == 7
+    assert float(np.asarray(third.arrays["image"][0]).max()) == 0.0
+
+
+def test_parallel_equals_serial(tmp_path):
+    recs = _dataset(tmp_path, n=70)
+    pre = Preprocessor(CFG)
+    serial = cached_preprocess(recs, pre, {"serial": 1, **CFG}, tmp_path / "a", workers=1, progress=False)
+    par = cached_preprocess(recs, pre, {"serial": 0, **CFG}, tmp_path / "b", workers=2, progress=False)
+    assert np.array_equal(np.asarray(serial.arrays["image"]), np.asarray(par.arrays["image"]))

@@ -1,0 +1,127 @@
+"""`fbad train` through the real config on a tiny phantom, with a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fbad.config import compose
+from fbad.training import load_plane_model, run_training
+
+PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
+
+
+def tiny(extra=(), root: Path | None = None):
+    over = [
+        "dataset.n_per_plane=16", "dataset.size=64", "preprocess.image_size=32",
+        "model.widths=[8,16]", "model.latent_dim=16", "trainer.max_epochs=3", "progress=false",
+        "threshold.min_count=2", "data.batch_size=8", "data.preprocess_workers=1", "early_stopping.patience=0",
+        *extra,
+    ]
+    return compose("train", over)
+
+
+def _client(cfg):
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    return MlflowClient()
+
+
+def _runs(cfg, client):
+    exp = client.get_experiment_by_name(cfg.logger.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_train_logs_per_plane_runs(tmp_path):
+    cfg = tiny()
+    summary = run_training(cfg, tmp_path / "run")
+    assert 0.0 <= summary["test_auroc_mean"] <= 1.0
+    client = _client(cfg)
+    parents, children = _runs(cfg, client)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["plane"] for c in children} == set(PLANES)
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    for c in children:
+        assert len(client.get_metric_history(c.info.run_id, "train_mse")) == 3
+        assert len(client.get_metric_history(c.info.run_id, "val_mse")) == 3
+        assert "threshold" in c.data.metrics and "test_auroc" in c.data.metrics
+        arts = {a.path for a in client.list_artifacts(c.info.run_id, "plots")}
+        assert {"plots/loss_curves.png", "plots/score_histogram.png", "plots/reconstructions.png"} <= arts
+        assert [a.path for a in client.list_artifacts(c.info.run_id, "model")] == ["model/model.pt"]
+    for plane in PLANES:
+        assert f"{plane}/threshold" in parent.data.metrics
+        assert len(client.get_metric_history(parent.info.run_id, f"{plane}/val_mse")) == 3
+        assert f"{plane}/test_auroc" in parent.data.metrics
+    assert "test_auroc_mean" in parent.data.metrics
+    assert parent.data.tags["dataset_hash"] and parent.data.tags["git_commit"]
+    assert parent.data.params["model.name"] == "conv_ae"
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "thresholds.json"} <= top
+    # the saved plane model carries its threshold and loads without unpickling code
+    module, blob = load_plane_model(tmp_path / "run" / "trans_thalamic" / "model.pt")
+    assert float(module.threshold) == pytest.approx(blob["threshold"]["value"])
+    tt = next(c for c in children if c.data.tags["plane"] == "trans_thalamic")
+    assert blob["threshold"]["value"] == pytest.approx(tt.data.metrics["threshold"], rel=1e-6)
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
+    reference = tiny(["planes=[trans_thalamic]", "logger.experiment=ref"])
+    run_training(reference, tmp_path / "ref")
+
+    interrupted = tiny(["planes=[trans_thalamic]", "logger.experiment=resume",
+                        "+callbacks.stop={_target_: helpers.InterruptAfter, epochs: 2}"])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run_training(interrupted, tmp_path / "res")
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    client = _client(interrupted)
+    parents, children = _runs(interrupted, client)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert len(client.get_metric_history(children[0].info.run_id, "val_mse")) == 2
+
+    resumed = tiny(["planes=[trans_thalamic]", "logger.experiment=resume"])
+    run_training(resumed, tmp_path / "res")
+    parents2, children2 = _runs(resumed, client)
+    assert [p.info.run_id for p in parents2] == [parents[0].info.run_id]  # the same runs, continued
+    assert [p.info.status for p in parents2] == ["FINISHED"]
+    assert len(children2) == 1
+    history = [m.value for m in client.get_metric_history(children2[0].info.run_id, "val_mse")]
+    ref_child = _runs(reference, client)[1][0]
+    ref_history = [m.value for m in client.get_metric_history(ref_child.info.run_id, "val_mse")]
+    assert np.allclose(history, ref_history, rtol=1e-5)
+    a = torch.load(tmp_path / "ref" / "trans_thalamic" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "res" / "trans_thalamic" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_failed_run_is_marked_failed(tmp_path):
+    cfg = tiny(["planes=[trans_thalamic]", "logger.experiment=fails", "model.loss=no_such_loss"])
+    with pytest.raises(Exception, match="no_such_loss"):
+        run_training(cfg, tmp_path / "run")
+    parents, children = _runs(cfg, _client(cfg))
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert [c.info.status for c in children] == ["FAILED"]
+    assert "no_such_loss" in parents[0].data.tags["fbad.error"]
+
+
+def test_pca_baseline_and_seed_rule(tmp_path):
+    cfg = tiny(["model=pca", "model.n_components=4", "planes=[trans_cerebellum]", "logger.experiment=pca"])
+    assert run_training(cfg, tmp_path / "pca")["best_val_mse_mean"] > 0
+    seed = tiny(["experiment=seed_reproduction", "preprocess.image_size=32", "trainer.max_epochs=1",
+                 "planes=[all]", "logger.experiment=seed"])
+    assert seed.threshold.value == 0.15 and seed.score.method == "mean_intensity"
+    run_training(seed, tmp_path / "seed")
+    parents, children = _runs(seed, _client(seed))
+    assert children[0].data.metrics["threshold"] == pytest.approx(0.15)
