@@ -61,15 +61,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, grayscale, Adam, loss from the yaml")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, grayscale, Adam, loss from the yaml"
+    )
     header = f"{'size':>5} | {'model':<8} | {'params':>10} | {'train img/s':>11} | {'vs seed_ae':>10}"
     print(header)
     print("-" * len(header))
     for size in args.sizes:
         rows = []
         for name in ("seed_ae", "conv_ae"):
-            ips, params = images_per_second(model_config(name, size), size, args.batch, args.steps, args.warmup)
+            ips, params = images_per_second(
+                model_config(name, size), size, args.batch, args.steps, args.warmup
+            )
             rows.append((name, params, ips))
         ref = rows[0][2]
         for name, params, ips in rows:

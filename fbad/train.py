@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from fbad.config import CONF_DIR
+from fbad.errors import report_user_errors
 
 log = logging.getLogger("fbad.train")
 
@@ -35,6 +36,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     from fbad.training import run_training
 

@@ -55,6 +55,9 @@ class EpochSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl.seed_everything(self.seed + 1000 * trainer.current_epoch, workers=True, verbose=False)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(trainer.current_epoch)
 
 
 def resolve_planes(names: list[str]) -> list[Plane | None]:
@@ -191,7 +194,9 @@ def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModu
     ckpt_dir = plane_dir / "checkpoints"
     has_val = any(dm.datasets["val"].labels == 0)
     monitor = "val_mse" if has_val else "train_mse"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
+    # saved once the epoch has fully ended (validation included), so a resume starts the next epoch
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True,
+                                 save_on_train_epoch_end=True)
     metrics_logger = EpochMetricsLogger(child_id, parent_id, name)
     callbacks: list[pl.Callback] = [checkpoint, metrics_logger, EpochSeed(cfg.seed)]
     if cfg.early_stopping.patience:
@@ -253,7 +258,10 @@ def _score_split(module: AutoencoderModule, dm: PlaneDataModule, split: str) -> 
         images.append(x.numpy()[:, 0])
         truths.append(batch["anomaly"].numpy()[:, 0] > 0.5)
         masks.append(mask.numpy()[:, 0] > 0.5)
-    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
+
+    def cat(xs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(xs) if xs else np.zeros(0)
+
     return {"scores": cat(scores), "mse": cat(mses), "labels": ds.labels, "maps": cat(maps), "recons": cat(recons),
             "images": cat(images), "truth": cat(truths), "masks": cat(masks), "records": ds.records}
 
@@ -277,12 +285,21 @@ def _evaluate(test: dict[str, Any], thr: ThresholdResult, dm: PlaneDataModule, n
                 out[f"detect_severity_{b}"] = rate
         if test["truth"].any():
             out["pixel_auroc"] = float(pixel_auroc(test["maps"], test["truth"], test["masks"]))
-    mlflow.log_metrics({f"test_{k}": v for k, v in out.items() if np.isfinite(v)})
-    client = MlflowClient()
-    for k, v in out.items():
-        if np.isfinite(v):
-            client.log_metric(parent_id, f"{name}/test_{k}", v)
+    # NaN (e.g. AUROC of a test set with one class) is logged too: "undefined", not "missing"
+    _log_to(None, {f"test_{k}": v for k, v in out.items()})
+    _log_to(parent_id, {f"{name}/test_{k}": v for k, v in out.items()})
     return out, flagged
+
+
+def _log_to(run_id: str | None, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Many metrics in one store round trip (one log_batch) to the active run or `run_id`."""
+    from mlflow.entities import Metric
+
+    run_id = run_id or mlflow.active_run().info.run_id
+    now = mlflow.utils.time.get_current_time_millis()
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):
+        MlflowClient().log_batch(run_id, metrics=items[i: i + 1000])
 
 
 def _severity_bin(s: float) -> str:

@@ -6,11 +6,11 @@ import pytorch_lightning as pl
 
 
 class InterruptAfter(pl.Callback):
-    """Press Ctrl-C after `epochs` finished epochs, the way a user stops a run."""
+    """Press Ctrl-C early in the epoch after `epochs` finished ones, the way a user stops a run."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        if trainer.current_epoch >= self.epochs:
             raise KeyboardInterrupt

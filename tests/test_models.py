@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from omegaconf import OmegaConf
 from skimage.metrics import structural_similarity
 from torch import nn
 
@@ -53,7 +53,9 @@ def test_conv_ae_output_shape(widths, size, bottleneck, downsample, norm):
 
 
 def test_conv_ae_rgb_and_rectangular_input():
-    model = ConvAE(3, (8, 16, 32), latent_dim=8, bottleneck="dense", input_size=(64, 96), output_activation="none")
+    model = ConvAE(
+        3, (8, 16, 32), latent_dim=8, bottleneck="dense", input_size=(64, 96), output_activation="none"
+    )
     x = torch.rand(2, 3, 64, 96)
     assert model(x).shape == x.shape
 
@@ -111,7 +113,9 @@ def test_seed_ae_matches_the_published_architecture():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.stride == (1, 1) for c in convs)
     assert all(m.kernel_size == 2 for m in model.encoder if isinstance(m, nn.MaxPool2d))
-    assert all(m.scale_factor == 2 and m.mode == "nearest" for m in model.decoder if isinstance(m, nn.Upsample))
+    assert all(
+        m.scale_factor == 2 and m.mode == "nearest" for m in model.decoder if isinstance(m, nn.Upsample)
+    )
     assert isinstance(model.decoder[-1], nn.Conv2d)  # linear output, no activation
     # Keras parameter count of this model: 9*(1*32+32*64+64*128+128*128+128*64+64*32+32*1) + biases.
     assert sum(p.numel() for p in model.parameters()) == 332_801
@@ -120,7 +124,9 @@ def test_seed_ae_matches_the_published_architecture():
 # --- training behaviour ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model_fn", [lambda: SeedAE(), lambda: ConvAE(1, (8, 16, 32), latent_dim=8, input_size=32)])
+@pytest.mark.parametrize(
+    "model_fn", [lambda: SeedAE(), lambda: ConvAE(1, (8, 16, 32), latent_dim=8, input_size=32)]
+)
 def test_gradients_reach_every_parameter(model_fn):
     torch.manual_seed(0)
     model = model_fn()
@@ -144,7 +150,10 @@ def test_same_seed_same_model_and_output():
 
 @pytest.mark.parametrize(
     ("model_fn", "lr"),
-    [(lambda: SeedAE(widths=(8, 16, 32)), 3e-3), (lambda: ConvAE(1, (8, 16, 32), latent_dim=16, input_size=32), 3e-3)],
+    [
+        (lambda: SeedAE(widths=(8, 16, 32)), 3e-3),
+        (lambda: ConvAE(1, (8, 16, 32), latent_dim=16, input_size=32), 3e-3),
+    ],
 )
 def test_tiny_overfit_reduces_loss(model_fn, lr):
     torch.manual_seed(0)
@@ -240,9 +249,16 @@ def test_pca_errors_are_clear():
 # --- config group -----------------------------------------------------------------------------------------
 
 
+def _model_yaml(name: str, image_size: int = 64) -> dict:
+    """The model group as train.yaml composes it (input_size may interpolate preprocess.image_size)."""
+    root = OmegaConf.create({"preprocess": {"image_size": image_size}})
+    root.model = OmegaConf.load(CONF / f"{name}.yaml")
+    return OmegaConf.to_container(root.model, resolve=True)
+
+
 @pytest.mark.parametrize("name", ["seed_ae", "conv_ae", "pca"])
 def test_model_yamls_build(name):
-    cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    cfg = _model_yaml(name)
     assert cfg["name"] == name
     model_name, kwargs, train = split_model_config(cfg)
     assert model_name == name and {"lr", "loss", "weight_decay"} <= set(train)
@@ -255,8 +271,6 @@ def test_model_yamls_build(name):
 
 
 def test_build_model_from_omegaconf_and_errors():
-    from omegaconf import OmegaConf
-
     cfg = OmegaConf.create({"name": "seed_ae", "in_channels": 3, "lr": 1e-3, "loss": "mse"})
     assert build_model(cfg).in_channels == 3
     with pytest.raises(ValueError, match="unknown model"):

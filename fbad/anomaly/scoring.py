@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from fbad.models.losses import ssim_map
+from fbad.models.losses import binary_mask, ssim_map
 
 Direction = Literal["above", "below"]
 MapKind = Literal["sq", "abs", "ssim"]
@@ -45,7 +45,7 @@ def image_scores(
     reduction: Reduction = "mean",
     topk_percent: float = 1.0,
 ) -> torch.Tensor:
-    """One score per image (B,) from a (B, 1, H, W) map, using only pixels inside the mask.
+    """One score per image (B,) from a (B, 1, H, W) map, using only pixels inside the mask (> 0.5).
 
     `topk` is the mean of the highest `topk_percent` % of the pixels inside each image's mask (at least
     one pixel). An image with an empty mask gets NaN and a warning: a failed segmentation must not pass
@@ -58,7 +58,7 @@ def image_scores(
     else:
         if mask.shape[0] != b or mask.shape[-2:] != amap.shape[-2:]:
             raise ValueError(f"mask {tuple(mask.shape)} does not match map {tuple(amap.shape)}")
-        inside = mask.reshape(b, -1).bool()
+        inside = binary_mask(mask).reshape(b, -1)
     count = inside.sum(dim=1)
     if bool((count == 0).any()):
         warnings.warn(

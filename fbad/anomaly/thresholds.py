@@ -38,8 +38,9 @@ class ThresholdResult:
         return asdict(self)
 
 
-def apply_threshold(scores: Sequence[float] | np.ndarray, result: ThresholdResult | float,
-                    direction: Direction = "above") -> np.ndarray:
+def apply_threshold(
+    scores: Sequence[float] | np.ndarray, result: ThresholdResult | float, direction: Direction = "above"
+) -> np.ndarray:
     """Boolean array, True = abnormal: score > value ('above') or score < value ('below').
 
     A ThresholdResult brings its own direction; `direction` is used only with a bare float.
@@ -87,8 +88,11 @@ def calibrate_threshold(
         abnormal = None if abnormal_scores is None else sign * _finite(abnormal_scores, "abnormal", notes)
         if abnormal is None or abnormal.size == 0:
             q = float(params.get("q", 99.0))
-            _warn(notes, f"max_f1 needs labelled anomalies in the calibration set and got none; "
-                         f"falling back to percentile q={q}")
+            _warn(
+                notes,
+                f"max_f1 needs labelled anomalies in the calibration set and got none; "
+                f"falling back to percentile q={q}",
+            )
             strategy, params = "percentile", {"q": q}
         else:
             value = _max_f1(normal, abnormal)
@@ -136,12 +140,17 @@ def _max_f1(normal: np.ndarray, abnormal: np.ndarray) -> float:
 
 def _check_calibration_set(normal: np.ndarray, min_count: int, notes: list[str]) -> None:
     if normal.size < min_count:
-        _warn(notes, f"only {normal.size} normal calibration scores (< {min_count}); the threshold is "
-                     f"unreliable")
+        _warn(
+            notes,
+            f"only {normal.size} normal calibration scores (< {min_count}); the threshold is unreliable",
+        )
     spread = float(normal.std())
     if spread <= 1e-12 * max(1.0, float(np.abs(normal).max())):
-        _warn(notes, f"normal calibration scores have no spread (all ~{float(normal[0]):.6g}); the "
-                     f"threshold is degenerate")
+        _warn(
+            notes,
+            f"normal calibration scores have no spread (all ~{float(normal[0]):.6g}); the "
+            f"threshold is degenerate",
+        )
 
 
 def _finite(scores: Sequence[float] | np.ndarray, what: str, notes: list[str]) -> np.ndarray:

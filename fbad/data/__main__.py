@@ -10,11 +10,13 @@ import hydra
 from omegaconf import DictConfig
 
 from fbad.config import CONF_DIR
+from fbad.errors import report_user_errors
 
 log = logging.getLogger("fbad.data")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="data_phantom", version_base="1.3")
+@report_user_errors
 def phantom(cfg: DictConfig) -> None:
     """Write the synthetic phantom in the FETAL_PLANES_DB layout plus its ground-truth sidecar."""
     import shutil
@@ -33,6 +35,7 @@ def phantom(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="data_index", version_base="1.3")
+@report_user_errors
 def index(cfg: DictConfig) -> None:
     """Read a dataset, assign fbad's splits, print counts and write index.csv (+ skipped.csv)."""
     from fbad.data.indexing import index_dataset
@@ -41,6 +44,7 @@ def index(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="data_fetch", version_base="1.3")
+@report_user_errors
 def fetch(cfg: DictConfig) -> None:
     """Download, check and unpack a public dataset, then index it."""
     from omegaconf import OmegaConf

@@ -10,22 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from fbad.data.imageio import BadImageError, SkipLog
+from fbad.data.imageio import SkipLog
 from fbad.data.records import Record
+from fbad.parallel import safe_map
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -83,27 +81,6 @@ def cache_key(records: Sequence[Record], config: Any) -> str:
     return f"{dataset_hash(records)}-{config_hash(config)}"
 
 
-_WORKER_FN: Callable[[Record], dict[str, np.ndarray]] | None = None
-
-
-def _init_worker(fn: Callable[[Record], dict[str, np.ndarray]]) -> None:
-    global _WORKER_FN
-    import cv2
-
-    cv2.setNumThreads(1)
-    _WORKER_FN = fn
-
-
-def _run_one(record: Record) -> tuple[dict[str, np.ndarray] | None, str]:
-    assert _WORKER_FN is not None
-    try:
-        return _WORKER_FN(record), ""
-    except BadImageError as exc:
-        return None, exc.reason
-    except Exception as exc:  # a batch never dies on one file: report any failure against the file
-        return None, f"{type(exc).__name__}: {exc}"
-
-
 def cached_preprocess(
     records: Sequence[Record],
     fn: Callable[[Record], dict[str, np.ndarray]],
@@ -120,18 +97,8 @@ def cached_preprocess(
         log.info("preprocessing cache hit: %s", target)
         return _load(target, key, hit=True)
 
-    workers = workers or os.cpu_count() or 1
-    results: list[tuple[dict[str, np.ndarray] | None, str]]
     t0 = time.perf_counter()
-    bar = dict(total=len(records), desc="preprocess", unit="img", disable=not progress, mininterval=0.5)
-    if workers <= 1 or len(records) < 64:
-        _init_worker(fn)
-        results = [_run_one(r) for r in tqdm(records, **bar)]
-    else:
-        chunk = max(1, min(64, len(records) // (workers * 8)))
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(fn,)) as pool:
-            results = list(tqdm(pool.map(_run_one, records, chunksize=chunk), **bar))
+    results = safe_map(fn, records, workers=workers, progress=progress, desc="preprocess")
     log.info("preprocessed %d images in %.1fs", len(records), time.perf_counter() - t0)
 
     tmp = cache_dir / f"{key}.tmp{os.getpid()}"

@@ -89,14 +89,17 @@ class ArrayDataset(Dataset):
         }
 
 
-def build_augmentation(specs: Sequence[Mapping] | None):
-    """albumentations Compose from a list of `_target_` specs; masks follow the geometry."""
+def build_augmentation(specs: Sequence[Mapping] | None, seed: int = 0):
+    """albumentations Compose from a list of `_target_` specs; masks follow the geometry.
+
+    albumentations keeps its own RNG (global seeds do not reach it), so it gets an explicit seed.
+    """
     if not specs:
         return None
     import albumentations as A
     from hydra.utils import instantiate
 
-    return A.Compose([instantiate(dict(s)) for s in specs], additional_targets={"anomaly": "mask"})
+    return A.Compose([instantiate(dict(s)) for s in specs], additional_targets={"anomaly": "mask"}, seed=seed)
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler[int]):
@@ -124,7 +127,7 @@ class PlaneDataModule(pl.LightningDataModule):
         super().__init__()
         self.prepared, self.plane = prepared, plane
         self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
-        self.augment = build_augmentation(augment)
+        self.augment = build_augmentation(augment, seed)
         self.datasets: dict[str, ArrayDataset] = {}
         for split in SPLIT_NAMES:
             rows, recs = prepared.rows(split, plane)
@@ -132,6 +135,11 @@ class PlaneDataModule(pl.LightningDataModule):
                                                 self.augment if split == "train" else None)
         if len(self.datasets["train"]) == 0:
             raise DatasetError(f"plane {plane or 'all'}: no normal training images after splitting")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed augmentation per epoch so a resumed run replays the same epochs (num_workers=0)."""
+        if self.augment is not None:
+            self.augment.set_random_seed(self.seed * 100_003 + epoch)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         sampler = EpochShuffleSampler(len(self.datasets[split]), self.seed) if shuffle else None

@@ -53,11 +53,16 @@ def ssim_map(
     return num / den
 
 
+def binary_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Bool mask from a bool or float one (a resized float mask counts where it is above 0.5)."""
+    return mask if mask.dtype == torch.bool else mask > 0.5
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of `values` (B, C, H, W) over pixels where the (B, 1, H, W) mask is set, pooled over the batch."""
     if mask is None:
         return values.mean()
-    m = mask.to(values.dtype).expand_as(values)
+    m = binary_mask(mask).to(values.dtype).expand_as(values)
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 

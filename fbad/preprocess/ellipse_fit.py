@@ -34,6 +34,32 @@ def conics_through(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return coef, ox[:, 0], oy[:, 0]
 
 
+def conics_through_tangents(
+    x: np.ndarray, y: np.ndarray, tx: np.ndarray, ty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Conics through 3 points per row (x, y: (M, 3)) and tangent to the unit directions (tx, ty: (M, 2)) at
+    the first two: 5 linear constraints, so a minimal sample is 3 ridge points instead of 5 (RANSAC needs far
+    fewer hypotheses to draw an all-inlier one). Same output convention as `conics_through`.
+    """
+    ox, oy = x.mean(axis=1, keepdims=True), y.mean(axis=1, keepdims=True)
+    u, v = x - ox, y - oy
+    s = np.sqrt((u**2 + v**2).mean(axis=1, keepdims=True)) + 1e-9
+    u, v = u / s, v / s
+    pts = np.stack([u * u, u * v, v * v, u, v], axis=2)  # (M, 3, 5), right-hand side 1
+    u2, v2, tx, ty = u[:, :2], v[:, :2], tx, ty
+    tan = np.stack([2 * u2 * tx, v2 * tx + u2 * ty, 2 * v2 * ty, tx, ty], axis=2)  # (M, 2, 5), rhs 0
+    a = np.concatenate([pts, tan], axis=1) + np.eye(5)[None] * 1e-12
+    rhs = np.concatenate([np.ones((len(x), 3)), np.zeros((len(x), 2))], axis=1)[..., None]
+    with np.errstate(all="ignore"):
+        try:
+            coef = np.linalg.solve(a, rhs)[..., 0]
+        except np.linalg.LinAlgError:  # an exactly singular sample somewhere: solve row by row pseudo-inversely
+            coef = (np.linalg.pinv(a) @ rhs)[..., 0]
+    sc = s[:, 0]
+    coef = coef / np.stack([sc**2, sc**2, sc**2, sc, sc], axis=1)
+    return coef, ox[:, 0], oy[:, 0]
+
+
 def refit_conics(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, ox: np.ndarray, oy: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,8 +73,9 @@ def refit_conics(
     s = np.sqrt(np.average(u**2 + v**2, axis=1, weights=w + 1e-12)) + 1e-9
     u, v = u / s[:, None], v / s[:, None]
     d = np.stack([u * u, u * v, v * v, u, v], axis=2)  # (K, N, 5)
-    m = np.einsum("kn,kni,knj->kij", w, d, d) + 1e-9 * np.eye(5)[None]
-    rhs = np.einsum("kn,kni->ki", w, d)
+    dw = d * w[..., None]
+    m = dw.transpose(0, 2, 1) @ d + 1e-9 * np.eye(5)[None]
+    rhs = dw.sum(axis=1)
     coef = np.linalg.solve(m, rhs[..., None])[..., 0]
     coef = coef / np.stack([s**2, s**2, s**2, s, s], axis=1)
     return coef, ox, oy
@@ -87,42 +114,6 @@ def sample_ellipses(
     nx, ny = gx * c - gy * s, gx * s + gy * c
     norm = np.sqrt(nx * nx + ny * ny) + 1e-12
     return x, y, nx / norm, ny / norm
-
-
-def fit_ellipse_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> HeadEllipse | None:
-    """Fitzgibbon's direct least-squares ellipse fit with per-point weights (always an ellipse, or None)."""
-    if len(x) < 6:
-        return None
-    w = np.ones_like(x, dtype=float) if w is None else np.asarray(w, float)
-    ox, oy = np.average(x, weights=w), np.average(y, weights=w)
-    s = np.sqrt(np.average((x - ox) ** 2 + (y - oy) ** 2, weights=w)) + 1e-9
-    u, v = (x - ox) / s, (y - oy) / s
-    d1 = np.stack([u * u, u * v, v * v], 1) * np.sqrt(w)[:, None]
-    d2 = np.stack([u, v, np.ones_like(u)], 1) * np.sqrt(w)[:, None]
-    s1, s2, s3 = d1.T @ d1, d1.T @ d2, d2.T @ d2
-    try:
-        t = -np.linalg.solve(s3, s2.T)
-    except np.linalg.LinAlgError:
-        return None
-    m = s1 + s2 @ t
-    m = np.array([m[2] / 2, -m[1], m[0] / 2])
-    evals, evecs = np.linalg.eig(m)
-    evecs = np.real(evecs)
-    cond = 4 * evecs[0] * evecs[2] - evecs[1] ** 2
-    pos = np.nonzero(cond > 0)[0]
-    if len(pos) == 0:
-        return None
-    a1 = evecs[:, pos[0]]
-    A, B, C = a1
-    D, E, F = t @ a1
-    if abs(F) < 1e-12:
-        return None
-    coef = np.array([[A, B, C, D, E]]) / -F
-    cx, cy, a, b, th, ok = conic_to_ellipse(coef, np.zeros(1), np.zeros(1))
-    if not ok[0]:
-        return None
-    return HeadEllipse(float(cx[0] * s + ox), float(cy[0] * s + oy), float(a[0] * s), float(b[0] * s),
-                       float(np.degrees(th[0]) % 180.0))
 
 
 def ellipse_mask(shape: tuple[int, int], e: HeadEllipse) -> np.ndarray:

@@ -29,13 +29,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    """(N, 2) row/col coordinates of the mask's inner boundary pixels."""
-    m = np.asarray(mask, bool)
-    edge = m & ~ndi.binary_erosion(m, border_value=0)
-    return np.argwhere(edge)
-
-
 def hausdorff(a: np.ndarray, b: np.ndarray, pixel_size_mm: float | None = None) -> float:
     """Symmetric Hausdorff distance between the two masks' boundaries, in px or mm when the pixel size is given.
 

@@ -8,8 +8,9 @@ Methods (chosen by `conf/segmentation/<name>.yaml`):
 - ``ellipse``: training-free ellipse search. The skull is a bright band brighter than *both* sides, so a
   two-sided bar detector (steered by the Hessian) keeps it and ignores the fan border and tissue steps;
   RANSAC over ridge points, vectorised over thousands of hypotheses, finds the ellipse with the most ridge
-  support under anatomical shape priors; inlier re-fits and a small local search polish it; finally it is
-  pushed out to the outer border of the skull, where HC18 and the clinical HC measurement put it.
+  support under anatomical shape priors; weighted inlier re-fits polish the best few distinct ones; the
+  winner must stand out from the background ridges (else: no head); finally it is pushed out to the outer
+  border of the skull, where HC18 and the clinical HC measurement put it.
 
 Every method first removes the fan surround and burned-in text (`fov.clean`) and never raises on an image:
 a frame without a recognisable head comes back with ``failed=True``, a reason and empty masks.
@@ -18,7 +19,8 @@ a frame without a recognisable head comes back with ``failed=True``, a reason an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import cv2
@@ -28,6 +30,7 @@ from fbad.data.records import HeadEllipse
 from fbad.preprocess.ellipse_fit import (
     conic_to_ellipse,
     conics_through,
+    conics_through_tangents,
     ellipse_mask,
     refit_conics,
     sample_ellipses,
@@ -99,16 +102,21 @@ class EllipseParams:
     work_width: int = 200  # px; the image is area-downsampled to this width (speckle averages out too)
     scales: tuple[float, ...] = (1.0, 2.0, 3.0)  # Gaussian sigmas (working px) of the bar detector
     side_offset: float = 2.0  # bar sides probed at side_offset * sigma across the ridge
-    along: int = 4  # ridge response averaged over +-along px of its tangent (suppresses speckle)
+    along: int = 6  # ridge response averaged over +-along px of its tangent (suppresses speckle)
     ridge_quantile: float = 0.9  # candidate points: ridge maxima above this quantile of the fan's ridge map
     max_points: int = 500
-    hypotheses: int = 3000
+    hypotheses: int = 1000
+    tangents: bool = True  # minimal samples of 3 points + 2 ridge tangents instead of 5 points
     samples: int = 64  # contour samples per hypothesis when scoring
-    min_axis: float = 0.12  # semi-major axis bounds, fraction of image height
+    min_axis: float = 0.12  # semi-major axis bounds, fraction of the image's smaller side
     max_axis: float = 0.80
     min_aspect: float = 0.6  # b / a
     min_inside: float = 0.55  # fraction of the contour that must lie in the image
     min_support: float = 0.12  # below this mean ridge support: no head
+    min_distinct: float = 1.55  # below this ridge distinctiveness (see `_distinctiveness`): no head
+    outer_penalty: float = 0.3  # final choice: score - outer_penalty x support of the ellipse grown 10-20 %
+    edge_weight: float = 0.0
+    candidates: int = 8  # distinct RANSAC winners refined and compared
     refine_iters: int = 3
     outer_edge: bool = True  # move the ridge-centre ellipse out to the outer border of the skull
     seed: int = 0
@@ -176,21 +184,27 @@ def _ridge_maxima(r: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
 
 
 def _support(
-    ex: np.ndarray, ey: np.ndarray, enx: np.ndarray, eny: np.ndarray,
-    rn: np.ndarray, nx: np.ndarray, ny: np.ndarray, fov: np.ndarray,
+    ex: np.ndarray, ey: np.ndarray, enx: np.ndarray, eny: np.ndarray, m: _WorkMaps, rn: np.ndarray,
+    edge_weight: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ridge support along sampled contours (M, K) and the fraction of samples inside the field of view.
+    """Mean support along sampled contours (M, K) and the fraction of samples inside the field of view.
 
     Support of a sample = normalised bar response there x |cos| between the contour normal and the ridge
-    normal, so a contour crossing a bright structure instead of running along it earns little.
+    normal, so a contour crossing a bright structure instead of running along it earns little; or, if larger,
+    edge_weight x the normalised intensity drop across the contour from inside to outside (an early head
+    whose skull is not yet a distinct bright band is a bright blob in dark fluid: a step, not a bar).
     """
     h, w = rn.shape
     xi = np.rint(ex).astype(np.int64)
     yi = np.rint(ey).astype(np.int64)
     inimg = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     idx = np.where(inimg, np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1), 0)
-    inside = inimg & fov.ravel()[idx]
-    s = rn.ravel()[idx] * np.abs(enx * nx.ravel()[idx] + eny * ny.ravel()[idx]) * inside
+    inside = inimg & m.fov.ravel()[idx]
+    s = rn.ravel()[idx] * np.abs(enx * m.nx.ravel()[idx] + eny * m.ny.ravel()[idx])
+    if edge_weight > 0:
+        drop = -(enx * m.ex.ravel()[idx] + eny * m.ey.ravel()[idx])
+        s = np.maximum(s, edge_weight * np.clip(drop, 0, 1))
+    s = s * inside
     n_in = inside.sum(axis=1)
     return s.sum(axis=1) / np.maximum(n_in, 1), n_in / ex.shape[1]
 
@@ -201,17 +215,40 @@ def _score(support: np.ndarray, inside: np.ndarray, p: EllipseParams) -> np.ndar
 
 
 def _prior_ok(cx, cy, a, b, valid, h: int, w: int, p: EllipseParams) -> np.ndarray:
+    """Anatomical shape priors: size relative to the frame, aspect ratio, centre inside the frame."""
+    side = min(h, w)
     with np.errstate(invalid="ignore"):
         return (
             valid
-            & (a >= p.min_axis * h)
-            & (a <= p.max_axis * h)
+            & (a >= p.min_axis * side)
+            & (a <= p.max_axis * side)
             & (b >= p.min_aspect * a)
             & (cx >= 0)
             & (cx < w)
             & (cy >= 0)
             & (cy < h)
         )
+
+
+def _distinct_top(cx, cy, a, b, score: np.ndarray, k: int, pool: int = 200) -> np.ndarray:
+    """Indices of the `k` best hypotheses that are not near-duplicates of a better one (greedy suppression), so
+    that refinement explores several modes instead of polishing one of them eight times."""
+    top = np.argsort(-score)[:pool]
+    x, y, aa, bb = cx[top], cy[top], a[top], b[top]
+    tol = 0.15 * aa[:, None]
+    close = (np.hypot(x[:, None] - x[None], y[:, None] - y[None]) < tol) & (np.abs(aa[:, None] - aa[None]) < tol) & (
+        np.abs(bb[:, None] - bb[None]) < tol
+    )
+    chosen: list[int] = []
+    suppressed = np.zeros(len(top), bool)
+    for i in range(len(top)):
+        if suppressed[i]:
+            continue
+        chosen.append(i)
+        if len(chosen) == k:
+            break
+        suppressed |= close[i]
+    return top[chosen]
 
 
 def _refit(e: tuple[np.ndarray, ...], pts: tuple[np.ndarray, ...], tol: float) -> tuple[np.ndarray, ...]:
@@ -256,11 +293,124 @@ def _outer_offset(g: np.ndarray, e: tuple[float, ...], rn: np.ndarray, k: int = 
     half_out = 0.5 * (peak + base_out)
     half_in = 0.5 * (peak + base_in)
     j = np.arange(len(steps))[None]
-    out_edge = np.where((j > peak_idx[:, None]) & (prof < half_out[:, None]), j, len(steps) - 1).min(axis=1)
-    in_edge = np.where((j < peak_idx[:, None]) & (prof < half_in[:, None]), j, 0).max(axis=1)
-    off = float(np.median(steps[out_edge]))
-    thick = float(np.median(steps[out_edge] - steps[in_edge]))
+    rows = np.arange(len(prof))
+    out_j = np.where((j > peak_idx[:, None]) & (prof < half_out[:, None]), j, len(steps) - 1).min(axis=1)
+    in_j = np.where((j < peak_idx[:, None]) & (prof < half_in[:, None]), j, 0).max(axis=1)
+    # sub-sample crossing by linear interpolation with the neighbour on the peak side
+    o_prev, i_next = np.maximum(out_j - 1, 0), np.minimum(in_j + 1, len(steps) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fo = np.clip((prof[rows, o_prev] - half_out) / (prof[rows, o_prev] - prof[rows, out_j]), 0, 1)
+        fi = np.clip((prof[rows, i_next] - half_in) / (prof[rows, i_next] - prof[rows, in_j]), 0, 1)
+    out_pos = steps[o_prev] + np.nan_to_num(fo, nan=1.0) * (steps[1] - steps[0])
+    in_pos = steps[i_next] - np.nan_to_num(fi, nan=1.0) * (steps[1] - steps[0])
+    off = float(np.median(out_pos))
+    thick = float(np.median(out_pos - in_pos))
     return max(off, 0.0), max(thick, 1.0)
+
+
+@dataclass
+class _WorkMaps:
+    """The image at working resolution and its ridge maps."""
+
+    f: float  # working / input scale
+    g: np.ndarray  # float32 working image
+    fov: np.ndarray  # bool
+    r: np.ndarray  # bar response (grey levels)
+    rn: np.ndarray  # response normalised to its 99th percentile in the fan, clipped to [0, 1]
+    nx: np.ndarray  # ridge normal
+    ny: np.ndarray
+    ex: np.ndarray  # image gradient (sigma 2) over its 99th-percentile magnitude in the fan
+    ey: np.ndarray
+
+
+def _work_maps(cleaned_img: np.ndarray, cleaned_fov: np.ndarray, p: EllipseParams) -> _WorkMaps | str:
+    H, W = cleaned_img.shape
+    f = min(1.0, p.work_width / W)
+    w, h = max(8, round(W * f)), max(8, round(H * f))
+    g = cv2.resize(cleaned_img, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    fov = cv2.resize(cleaned_fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    r, nx, ny = _bar_ridge(g, p.scales, p.side_offset)
+    r = _along_ridge_mean(r * fov, nx, ny, p.along)
+    ref = float(np.quantile(r[fov], 0.99)) if fov.any() else 0.0
+    if ref < 2.0:  # under 2 grey levels of ridge contrast anywhere: a flat image
+        return "no head found: no bright ridges in the field of view"
+    rn = np.clip(r / ref, 0, 1).astype(np.float32)
+    gs = cv2.GaussianBlur(g, (0, 0), 2.0)
+    gx = cv2.Sobel(gs, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(gs, cv2.CV_32F, 0, 1, ksize=3) / 8
+    gref = max(float(np.quantile(np.hypot(gx, gy)[fov], 0.99)), 1e-6)
+    return _WorkMaps(f, g, fov, r, rn, nx, ny, gx / gref, gy / gref)
+
+
+def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] | str:
+    """RANSAC + refinement at working resolution: (cx, cy, a, b, theta_rad) of the ridge centre line, score."""
+    h, w = m.g.shape
+    rn, nx, ny, fov = m.rn, m.nx, m.ny, m.fov
+    cand = _ridge_maxima(m.r, nx, ny) & (m.r > np.quantile(m.r[fov], p.ridge_quantile)) & (rn > 0.05)
+    ys, xs = np.nonzero(cand)
+    if len(xs) < 10:
+        return "no head found: too few ridge points"
+    wts = rn[ys, xs].astype(np.float64)
+    if len(xs) > p.max_points:  # the strongest ridge maxima
+        keep = np.argpartition(-wts, p.max_points)[: p.max_points]
+        xs, ys, wts = xs[keep], ys[keep], wts[keep]
+    pts = (xs.astype(float), ys.astype(float), wts, nx[ys, xs].astype(float), ny[ys, xs].astype(float))
+
+    # RANSAC: minimal-sample conics, priors, support along the contour -- all hypotheses at once.
+    # Points are drawn in proportion to their ridge strength (inverse-CDF sampling).
+    rng = np.random.default_rng(p.seed)
+    cdf = np.cumsum(wts)
+    k = 3 if p.tangents else 5
+    idx = np.minimum(np.searchsorted(cdf, rng.random((p.hypotheses, k)) * cdf[-1]), len(xs) - 1)
+    if p.tangents:
+        coef, ox, oy = conics_through_tangents(pts[0][idx], pts[1][idx], -pts[4][idx[:, :2]], pts[3][idx[:, :2]])
+    else:
+        coef, ox, oy = conics_through(pts[0][idx], pts[1][idx])
+    cx, cy, a, b, th, valid = conic_to_ellipse(coef, ox, oy)
+    ok = _prior_ok(cx, cy, a, b, valid, h, w, p)
+    if not ok.any():
+        return "no head found: no plausible ellipse through the ridge points"
+    cx, cy, a, b, th = (v[ok] for v in (cx, cy, a, b, th))
+    rn_d = cv2.dilate(rn, np.ones((3, 3), np.uint8))  # coarse scoring tolerates 1 px misplacement
+    sup, ins = _support(*sample_ellipses(cx, cy, a, b, th, p.samples), m, rn_d, p.edge_weight)
+    order = _distinct_top(cx, cy, a, b, _score(sup, ins, p), p.candidates)
+
+    # refine the best few by inlier re-fits (all at once), keep the best-supported result
+    e = tuple(v[order] for v in (cx, cy, a, b, th))
+    for tol in np.linspace(3.0, 1.5, p.refine_iters):
+        e = _refit(e, pts, tol)
+    score = score_ellipses(m, e, p)
+    # the skull is the outermost ring: a candidate with a parallel ring just outside it is an inner structure
+    cx, cy, a, b, th = e
+    outer = np.max([score_ellipses(m, (cx, cy, a * k, b * k, th), p, priors=False) for k in (1.1, 1.2)], axis=0)
+    rank = score - p.outer_penalty * outer
+    i = int(np.argmax(rank))
+    return tuple(float(v[i]) for v in e), float(score[i])
+
+
+def score_ellipses(m: _WorkMaps, e: tuple[np.ndarray, ...], p: EllipseParams, priors: bool = True) -> np.ndarray:
+    """Final score of ellipses (cx, cy, a, b, theta) at working resolution; 0 where the priors fail."""
+    h, w = m.g.shape
+    sup, ins = _support(*sample_ellipses(*e, 2 * p.samples), m, m.rn, p.edge_weight)
+    score = _score(sup, ins, p)
+    return score * _prior_ok(*e[:4], np.ones(len(e[0]), bool), h, w, p) if priors else score
+
+
+def _distinctiveness(m: _WorkMaps, e: tuple[float, ...]) -> float:
+    """How much the ridge along the ellipse stands out: its 75th percentile over the 90th percentile of the
+    fan's ridge map. The search maximises support even in pure speckle, where the winner reaches about 1.3;
+    real heads score 1.5 to 5 (HC18)."""
+    ex, ey, _, _ = sample_ellipses(*(np.array([v]) for v in e), 2 * 64)
+    h, w = m.r.shape
+    xi, yi = np.rint(ex[0]).astype(int), np.rint(ey[0]).astype(int)
+    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    xi, yi = xi[ok], yi[ok]
+    xi, yi = xi[m.fov[yi, xi]], yi[m.fov[yi, xi]]
+    if len(xi) == 0:
+        return 0.0
+    along = cv2.dilate(m.r, np.ones((3, 3), np.uint8))[yi, xi]
+    background = float(np.quantile(m.r[m.fov], 0.9))
+    return float(np.quantile(along, 0.75) / max(background, 1e-6))
 
 
 def segment_ellipse(img: np.ndarray, params: EllipseParams | None = None) -> SegmentationResult:
@@ -270,84 +420,63 @@ def segment_ellipse(img: np.ndarray, params: EllipseParams | None = None) -> Seg
     H, W = cleaned.image.shape
     if not cleaned.fov.any():
         return _failure((H, W), "no head found: empty field of view (black image)")
-    f = min(1.0, p.work_width / W)
-    w, h = max(8, round(W * f)), max(8, round(H * f))
-    g = cv2.resize(cleaned.image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-    fov = cv2.resize(cleaned.fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-
-    r, nx, ny = _bar_ridge(g, p.scales, p.side_offset)
-    r = _along_ridge_mean(r * fov, nx, ny, p.along)
-    ref = float(np.quantile(r[fov], 0.99)) if fov.any() else 0.0
-    if ref < 2.0:  # under 2 grey levels of ridge contrast anywhere: flat or pure noise-free image
-        return _failure((H, W), "no head found: no bright ridges in the field of view")
-    rn = np.clip(r / ref, 0, 1).astype(np.float32)
-    rn_d = cv2.dilate(rn, np.ones((3, 3), np.uint8))  # coarse scoring tolerates 1 px misplacement
-
-    cand = _ridge_maxima(r, nx, ny) & (r > np.quantile(r[fov], p.ridge_quantile)) & (rn > 0.05)
-    ys, xs = np.nonzero(cand)
-    if len(xs) < 10:
-        return _failure((H, W), "no head found: too few ridge points")
-    wts = rn[ys, xs].astype(np.float64)
-    rng = np.random.default_rng(p.seed)
-    if len(xs) > p.max_points:
-        keep = rng.choice(len(xs), p.max_points, replace=False, p=wts / wts.sum())
-        xs, ys, wts = xs[keep], ys[keep], wts[keep]
-    pts = (xs.astype(float), ys.astype(float), wts, nx[ys, xs].astype(float), ny[ys, xs].astype(float))
-
-    # RANSAC: 5-point conics, priors, support along the contour -- all hypotheses at once
-    idx = rng.choice(len(xs), size=(p.hypotheses, 5), p=wts / wts.sum())
-    coef, ox, oy = conics_through(pts[0][idx], pts[1][idx])
-    cx, cy, a, b, th, valid = conic_to_ellipse(coef, ox, oy)
-    ok = _prior_ok(cx, cy, a, b, valid, h, w, p)
-    if not ok.any():
-        return _failure((H, W), "no head found: no plausible ellipse through the ridge points")
-    cx, cy, a, b, th = (v[ok] for v in (cx, cy, a, b, th))
-    sup, ins = _support(*sample_ellipses(cx, cy, a, b, th, p.samples), rn_d, nx, ny, fov)
-    score = _score(sup, ins, p)
-    order = np.argsort(-score)[:8]
-
-    # refine the best few by inlier re-fits (all at once), keep the best-supported result
-    e = tuple(v[order] for v in (cx, cy, a, b, th))
-    for tol in np.linspace(3.0, 1.5, p.refine_iters):
-        e = _refit(e, pts, tol)
-    sup, ins = _support(*sample_ellipses(*e, 2 * p.samples), rn, nx, ny, fov)
-    score = _score(sup, ins, p) * _prior_ok(*e[:4], np.ones(len(e[0]), bool), h, w, p)
-    i = int(np.argmax(score))
-    best, best_score = tuple(float(v[i]) for v in e), float(score[i])
+    maps = _work_maps(cleaned.image, cleaned.fov, p)
+    if isinstance(maps, str):
+        return _failure((H, W), maps)
+    found = _search(maps, p)
+    if isinstance(found, str):
+        return _failure((H, W), found)
+    best, best_score = found
     if best_score < p.min_support:
         return _failure((H, W), f"no head found: no ellipse with enough ridge support (best {best_score:.2f})")
 
-    off, thick = _outer_offset(g, best, rn) if p.outer_edge else (0.0, 2.0)
+    distinct = _distinctiveness(maps, best)
+    if distinct < p.min_distinct:
+        return _failure((H, W), f"no head found: best ellipse no stronger than background ridges "
+                                f"(distinctiveness {distinct:.2f} < {p.min_distinct})")
+
+    off, thick = _outer_offset(maps.g, best, maps.rn) if p.outer_edge else (0.0, 2.0)
     cx0, cy0, a0, b0, th0 = best
     e_work = HeadEllipse(float(cx0), float(cy0), float(a0), float(b0), float(np.degrees(th0)) % 180.0)
-    ellipse = scale_ellipse(e_work, 1.0 / f, offset=off)
+    ellipse = scale_ellipse(e_work, 1.0 / maps.f, offset=off)
     head = ellipse_mask((H, W), ellipse)
-    t_full = max(thick / f, 2.0)
+    t_full = max(thick / maps.f, 2.0)
     inner = ellipse_mask((H, W), HeadEllipse(ellipse.cx, ellipse.cy, max(ellipse.a - t_full, 1.0),
                                              max(ellipse.b - t_full, 1.0), ellipse.angle_deg))
     band = head & ~inner
     gray = cleaned.image
     skull = band & (gray >= np.median(gray[band])) if band.any() else band
-    conf = float(np.clip(best_score / 0.5, 0.0, 1.0))
+    # 0 at the failure thresholds, 1 for a clearly supported and distinct ring (typical of HC18 heads)
+    conf = float(np.clip((best_score - p.min_support) / (0.7 - p.min_support), 0, 1)
+                 * np.clip((distinct - p.min_distinct) / 1.5, 0, 1))
     return SegmentationResult(ellipse, head, skull, inner, conf, False,
-                              extra={"support": best_score, "thickness_px": t_full})
+                              extra={"support": best_score, "distinctiveness": distinct, "thickness_px": t_full})
 
 
 # ------------------------------------------------------------------------------------------------ registry
 
 
+def _check_keys(method: str, params: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"segmentation {method!r}: unknown parameter(s) {unknown}; known: {sorted(allowed)}")
+
+
 def _ellipse_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
+    _check_keys("ellipse", params, {f.name for f in fields(EllipseParams)})
     if "scales" in params:
         params["scales"] = tuple(float(s) for s in params["scales"])
     p = EllipseParams(**params)
-    return lambda img: segment_ellipse(img, p)
+    return partial(segment_ellipse, params=p)
 
 
 def _seed_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
-    return lambda img: segment_seed(img, **params)
+    _check_keys("seed", params, {"threshold", "radius_frac", "pad"})
+    return partial(segment_seed, **params)
 
 
 def _none_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
+    _check_keys("none", params, set())
     return segment_none
 
 
@@ -358,20 +487,34 @@ METHODS: dict[str, Callable[..., Callable[[np.ndarray], SegmentationResult]]] = 
 }
 
 
+class _Guarded:
+    """Picklable wrapper: gray conversion, and numerical trouble on odd images becomes a failed result."""
+
+    def __init__(self, fn: Callable[[np.ndarray], SegmentationResult]):
+        self.fn = fn
+
+    def __call__(self, img: np.ndarray) -> SegmentationResult:
+        gray = to_uint8(img)
+        if gray.ndim != 2 or min(gray.shape) < 8:
+            return _failure(gray.shape[:2] if gray.ndim >= 2 else (0, 0), f"not a usable 2-D image {gray.shape}")
+        try:
+            return self.fn(gray)
+        except (cv2.error, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+            return _failure(gray.shape, f"segmentation error: {type(exc).__name__}: {exc}")
+
+
 def get_segmenter(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], SegmentationResult]:
-    """Segmenter from a config group `{name: ellipse, ...params}` (unknown names and keys raise early)."""
+    """Segmenter from a config group `{name: ellipse, ...params}`; unknown names and keys raise here, at
+    build time, while the returned callable never raises on image content."""
     params = dict(cfg)
     name = params.pop("name", "ellipse")
     if name not in METHODS:
         raise ValueError(f"unknown segmentation method {name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[name](**params)
+    return _Guarded(METHODS[name](**params))
 
 
 def segment(img: np.ndarray, method: str | Mapping[str, Any] = "ellipse", **params: Any) -> SegmentationResult:
-    """Segment one gray image (uint8 or float in [0, 1]); never raises on image content."""
+    """Segment one gray image (uint8, or float in [0, 1]) with a method name or config group, plus overrides."""
     cfg = {"name": method} if isinstance(method, str) else dict(method)
     cfg.update(params)
-    gray = to_uint8(img)
-    if gray.ndim != 2 or gray.size == 0:
-        return _failure(gray.shape[:2] if gray.ndim >= 2 else (0, 0), "not a 2-D gray image")
-    return get_segmenter(cfg)(gray)
+    return get_segmenter(cfg)(img)

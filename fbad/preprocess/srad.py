@@ -20,9 +20,9 @@ are black outside the sector, where the coefficient of variation is undefined), 
 0 (the discrete estimate can go negative, which puts a pole into c; q^2 = 0 gives c = 1 anyway).
 
 When q0 is None it is estimated once per image from the input, as the median over the image of the
-local coefficient of variation (std/mean in 5x5 windows, where the local mean exceeds 0.05): most
-of an ultrasound frame is homogeneous speckle, so the median picks the speckle level without needing
-a hand-drawn homogeneous region; the exponential decay then follows from that value.
+local coefficient of variation (std/mean in non-overlapping 5x5 blocks whose mean exceeds 0.05):
+most of an ultrasound frame is homogeneous speckle, so the median picks the speckle level without
+needing a hand-drawn homogeneous region; the exponential decay then follows from that value.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 EPS = 1e-3  # intensity floor in the denominators (images are in [0, 1])
 _WIN = 5  # window of the local coefficient of variation for the q0 estimate
-_MIN_MEAN = 0.05  # windows darker than this (scanner background) do not vote for q0
+_MIN_MEAN = 0.05  # blocks darker than this (scanner background) do not vote for q0
+_CPU_CHUNK = 1 << 18  # pixels per eager CPU chunk: a few batch-sized temporaries stay in L2
 
 
 def _q0_schedule(q0: float | np.ndarray, decay: float, dt: float, k: int):
@@ -46,44 +47,75 @@ def _q0_schedule(q0: float | np.ndarray, decay: float, dt: float, k: int):
 # torch, batched
 
 
+def _median(v: torch.Tensor) -> torch.Tensor:
+    """numpy's median (mean of the two middle values) by selection, not a full sort."""
+    n = v.numel()
+    lo = torch.kthvalue(v, (n + 1) // 2).values
+    return lo if n % 2 else (lo + torch.kthvalue(v, n // 2 + 1).values) / 2
+
+
 def estimate_q0_torch(x: torch.Tensor) -> torch.Tensor:
-    """Per-image speckle scale of a (B, H, W) batch: median local std/mean over bright 5x5 windows."""
-    p = _WIN // 2
-    xp = F.pad(x[:, None].double(), (p, p, p, p), mode="replicate")
-    mean = F.avg_pool2d(xp, _WIN, stride=1)[:, 0]
-    sq = F.avg_pool2d(xp * xp, _WIN, stride=1)[:, 0]
+    """Per-image speckle scale of a (B, H, W) batch: median std/mean over bright 5x5 blocks."""
+    mean = F.avg_pool2d(x[:, None], _WIN)[:, 0]  # non-overlapping blocks, remainder cropped
+    sq = F.avg_pool2d((x * x)[:, None], _WIN)[:, 0]
     cv = (sq - mean * mean).clamp_min(0).sqrt() / mean.clamp_min(EPS)
-    cv = torch.where(mean > _MIN_MEAN, cv, torch.nan).flatten(1)
-    q0 = torch.stack([torch.nanquantile(row, 0.5) for row in cv])  # per image: quantile has a size cap
-    # an image with no bright window (all dark) has no speckle to estimate: fall back to a mild value
-    return torch.nan_to_num(q0, nan=0.1).clamp_min(1e-3).to(x.dtype)
+    valid = mean > _MIN_MEAN
+    # an image with no bright block (all dark) has no speckle to estimate: fall back to a mild 0.1
+    q0 = [_median(cv[b][valid[b]]) if valid[b].any() else cv.new_tensor(0.1) for b in range(x.shape[0])]
+    return torch.stack(q0).clamp_min(1e-3)
 
 
-def _shift_up(t: torch.Tensor) -> torch.Tensor:
-    """t[i+1, :] with the last row repeated (replicate border)."""
-    return torch.cat([t[:, 1:], t[:, -1:]], dim=1)
+def _coefficient(p: torch.Tensor, q0sq: torch.Tensor, eps: float) -> torch.Tensor:
+    """Diffusion coefficient c at every pixel of p that has four neighbours in p.
+
+    Same value as the paper's formula (see srad_reference), rearranged to one division: the I^2 in
+    q^2 cancels, q^2 = (|grad I|^2/2 - (lap I)^2/16) / (I + lap I/4)^2, and with q0^2(1+q0^2) - q0^2
+    = q0^4, c = k den / (q0^4 den + num) where k = q0^2(1+q0^2). In-place ops keep eager mode to a
+    few batch-sized temporaries; torch.compile fuses the function into one vectorised loop anyway.
+    """
+    i = p[:, 1:-1, 1:-1]
+    dn = p[:, :-2, 1:-1] - i
+    ds = p[:, 2:, 1:-1] - i
+    dw = p[:, 1:-1, :-2] - i
+    de = p[:, 1:-1, 2:] - i
+    g2 = (dn * dn).addcmul_(ds, ds).addcmul_(dw, dw).addcmul_(de, de)  # |grad I|^2 (both one-sided)
+    lap = dn.add_(ds).add_(dw).add_(de)
+    num = g2.mul_(0.5).addcmul_(lap, lap, value=-0.0625).clamp_min_(0.0)  # q^2 >= 0
+    den = i.clamp_min(eps).add_(lap, alpha=0.25).square_().clamp_min_(1e-12)
+    k = q0sq * (1.0 + q0sq)
+    return den.mul(k).div_(den.mul_(q0sq * q0sq).add_(num)).clamp_max_(1.0)
 
 
-def _shift_left(t: torch.Tensor) -> torch.Tensor:
-    """t[:, j+1] with the last column repeated (replicate border)."""
-    return torch.cat([t[:, :, 1:], t[:, :, -1:]], dim=2)
+def srad_step(
+    p: torch.Tensor, out: torch.Tensor, c_ext: torch.Tensor, q0sq: torch.Tensor, dt: float, eps: float = EPS
+) -> None:
+    """One SRAD iteration from the padded batch p into the interior of out (same shape).
+
+    p is (B, H+3, W+3): the image at [1:-2, 1:-2], replicated one pixel above/left and two
+    below/right, so c can be computed one row/column past the image and every neighbour read is a
+    plain offset slice (no index clamping): torch.compile turns this into two vectorised loops.
+    c_ext is a (B, H+1, W+1) scratch buffer for c, q0sq is (B, 1, 1); writing into buffers the caller
+    reuses avoids allocating (and page-faulting) fresh batch-sized memory every iteration. The
+    borders of out are left to `_replicate_borders` (inside the compiled graph they cost a copy).
+    """
+    c_ext.copy_(_coefficient(p, q0sq, eps))
+    i = p[:, 1:-2, 1:-2]
+    h, w = i.shape[1], i.shape[2]
+    dn = p[:, :-3, 1:-2] - i
+    ds = p[:, 2:-1, 1:-2] - i
+    dw = p[:, 1:-2, :-3] - i
+    de = p[:, 1:-2, 2:-1] - i
+    # on the last row/column ds/de are 0 (replicated border), so c one past the image is never used
+    flux = (c_ext[:, 1:, :w] * ds).addcmul_(c_ext[:, :h, 1:], de).addcmul_(c_ext[:, :h, :w], dn.add_(dw))
+    out[:, 1:-2, 1:-2] = flux.mul_(0.25 * dt).add_(i)  # (an out= call would break the compiled graph)
 
 
-def srad_step(img: torch.Tensor, q0sq: torch.Tensor, dt: float, eps: float = EPS) -> torch.Tensor:
-    """One SRAD iteration on a (B, H, W) batch; q0sq is (B, 1, 1). Pure tensor ops (compilable)."""
-    p = F.pad(img[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
-    dn = p[:, :-2, 1:-1] - img
-    ds = p[:, 2:, 1:-1] - img
-    dw = p[:, 1:-1, :-2] - img
-    de = p[:, 1:-1, 2:] - img
-    inv = 1.0 / img.clamp_min(eps)
-    g2 = (dn * dn + ds * ds + dw * dw + de * de) * inv * inv
-    lap = (dn + ds + dw + de) * inv
-    den = 1.0 + 0.25 * lap
-    q2 = ((0.5 * g2 - 0.0625 * lap * lap) / (den * den).clamp_min(1e-12)).clamp_min(0.0)
-    c = (1.0 / (1.0 + (q2 - q0sq) / (q0sq * (1.0 + q0sq)))).clamp(0.0, 1.0)
-    div = _shift_up(c) * ds + _shift_left(c) * de + c * (dn + dw)
-    return img + (0.25 * dt) * div
+def _replicate_borders(p: torch.Tensor) -> None:
+    """Refresh the replicate padding of a (B, H+3, W+3) buffer in place (Neumann boundary)."""
+    p[:, 0] = p[:, 1]
+    p[:, -2:] = p[:, -3:-2]
+    p[:, :, 0] = p[:, :, 1]
+    p[:, :, -2:] = p[:, :, -3:-2]
 
 
 _compiled_step = None
@@ -94,8 +126,22 @@ def _step_fn(compile: bool):
     if not compile:
         return srad_step
     if _compiled_step is None:
-        _compiled_step = torch.compile(srad_step, dynamic=False)
+        _compiled_step = torch.compile(srad_step)
     return _compiled_step
+
+
+def _diffuse(x: torch.Tensor, q0: torch.Tensor, iterations: int, dt: float, decay: float, step) -> torch.Tensor:
+    """Run the iterations on a (B, H, W) batch with per-image base speckle scale q0 (B,)."""
+    a = F.pad(x[:, None], (1, 2, 1, 2), mode="replicate")[:, 0].contiguous()
+    b = torch.empty_like(a)
+    c = a.new_empty(a.shape[0], a.shape[1] - 2, a.shape[2] - 2)
+    q0 = q0.view(-1, 1, 1)
+    for k in range(iterations):
+        q0k = _q0_schedule(q0, decay, dt, k)
+        step(a, b, c, q0k * q0k, dt)
+        _replicate_borders(b)
+        a, b = b, a
+    return a[:, 1:-2, 1:-2].clamp(0.0, 1.0)
 
 
 def srad(
@@ -108,9 +154,11 @@ def srad(
 ) -> np.ndarray | torch.Tensor:
     """SRAD on one (H, W) image or a (B, H, W) batch with values in [0, 1].
 
-    numpy in -> float32 numpy out; a tensor stays on its device. dt <= 1 keeps the explicit update
-    stable (c <= 1). `compile=True` fuses the step with torch.compile (needs a C++ compiler on CPU;
-    the first call pays the compilation).
+    numpy in -> float32 numpy out; a tensor stays on its device (float64 stays float64, other dtypes
+    become float32). dt <= 1 keeps the explicit update stable (c <= 1). `compile=True` fuses each
+    step into one vectorised kernel with torch.compile (needs a C++ compiler on CPU; the first call
+    per shape pays the compilation, so it pays off for large batches). Eager mode on CPU runs the
+    batch in chunks of about 2^18 pixels, which keeps the temporaries in cache.
     """
     if iterations < 0 or dt <= 0 or decay < 0 or (q0 is not None and q0 <= 0):
         raise ValueError(f"srad: need iterations >= 0, dt > 0, decay >= 0, q0 > 0 or None "
@@ -121,17 +169,13 @@ def srad(
         raise ValueError(f"srad expects (H, W) or (B, H, W), got shape {tuple(x.shape)}")
     single = x.ndim == 2
     x = x[None] if single else x
-    x = x.float() if not x.is_floating_point() or x.dtype == torch.float16 else x
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     with torch.no_grad():
-        base = estimate_q0_torch(x) if q0 is None else torch.full((x.shape[0],), float(q0), dtype=x.dtype,
-                                                                  device=x.device)
-        base = base.view(-1, 1, 1)
+        base = estimate_q0_torch(x) if q0 is None else x.new_full((x.shape[0],), float(q0))
         step = _step_fn(compile)
-        out = x.contiguous()
-        for k in range(iterations):
-            q0k = _q0_schedule(base, decay, dt, k)
-            out = step(out, q0k * q0k, dt)
-        out = out.clamp(0.0, 1.0)
+        chunk = x.shape[0] if compile or x.device.type != "cpu" else max(1, _CPU_CHUNK // x[0].numel())
+        out = torch.cat([_diffuse(xc, qc, iterations, dt, decay, step)
+                         for xc, qc in zip(x.split(chunk), base.split(chunk), strict=True)])
     out = out[0] if single else out
     return out.numpy() if as_numpy else out
 
@@ -142,12 +186,11 @@ def srad(
 
 def estimate_q0_reference(img: np.ndarray) -> float:
     """NumPy twin of estimate_q0_torch for one (H, W) image."""
-    p = _WIN // 2
-    win = np.lib.stride_tricks.sliding_window_view(np.pad(img.astype(np.float64), p, mode="edge"),
-                                                   (_WIN, _WIN))
-    mean = win.mean(axis=(-2, -1))
-    sq = (win * win).mean(axis=(-2, -1))
-    cv = np.sqrt(np.clip(sq - mean * mean, 0, None)) / np.maximum(mean, EPS)
+    k = _WIN
+    h, w = img.shape[0] // k * k, img.shape[1] // k * k
+    blocks = img[:h, :w].astype(np.float64).reshape(h // k, k, w // k, k)
+    mean = blocks.mean(axis=(1, 3))
+    cv = blocks.std(axis=(1, 3)) / np.maximum(mean, EPS)
     cv = cv[mean > _MIN_MEAN]
     return max(float(np.median(cv)), 1e-3) if cv.size else 0.1
 

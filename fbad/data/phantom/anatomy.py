@@ -103,7 +103,7 @@ def sample_scene(plane: Plane, cfg: PhantomConfig, rng: np.random.Generator) -> 
     a_in, b_in = skull.a - skull.thick, skull.b - skull.thick
     frame = Frame(skull.cx, skull.cy, a_in, b_in, skull.angle_deg)
     ga = _u(rng, *cfg.ga_weeks)
-    shapes = tuple(_ANATOMY[plane](rng, a_in / b_in))
+    shapes = tuple(_ANATOMY[plane](rng))
     outside = _sample_outside(S, fan, skull, rng)
     return Scene(
         plane=plane,
@@ -112,7 +112,7 @@ def sample_scene(plane: Plane, cfg: PhantomConfig, rng: np.random.Generator) -> 
         skull=skull,
         frame=frame,
         shapes=shapes,
-        parenchyma=_u(rng, 0.34, 0.42),
+        parenchyma=_u(rng, 0.36, 0.42),
         csf=_u(rng, 0.08, 0.14),
         outside=outside,
         ga_weeks=ga,
@@ -179,7 +179,7 @@ def _sample_outside(S: int, fan: Fan, skull: Skull, rng: np.random.Generator) ->
         bands.append((r, _u(rng, 0.008, 0.02) * S, _u(rng, 0.6, 0.78)))
     n = 48
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    k = _u(rng, 1.2, 1.6) + sum(_u(rng, 0, 0.12) * np.cos(j * t - _u(rng, 0, 6.28)) for j in (1, 2, 3))
+    k = _u(rng, 1.15, 1.5) + sum(_u(rng, 0, 0.25 / j) * np.cos(j * t - _u(rng, 0, 6.28)) for j in (1, 2, 3, 4))
     c, s = math.cos(math.radians(skull.angle_deg)), math.sin(math.radians(skull.angle_deg))
     lx, ly = skull.a * k * np.cos(t), skull.b * k * np.sin(t) * _u(rng, 1.0, 1.3)
     fluid = np.stack([skull.cx + lx * c - ly * s, skull.cy + lx * s + ly * c], axis=1)
@@ -189,8 +189,8 @@ def _sample_outside(S: int, fan: Fan, skull: Skull, rng: np.random.Generator) ->
         d = skull.a * _u(rng, 1.05, 1.35)
         body = (skull.cx + d * math.cos(ang), skull.cy + d * math.sin(ang), skull.a * _u(rng, 0.35, 0.7),
                 skull.b * _u(rng, 0.3, 0.6), math.degrees(ang) + _u(rng, -30, 30), _u(rng, 0.38, 0.5))
-    return Outside(tissue=_u(rng, 0.44, 0.56), bands=tuple(bands), fluid=fluid,
-                   fluid_level=_u(rng, 0.02, 0.05), body=body)
+    return Outside(tissue=_u(rng, 0.47, 0.6), bands=tuple(bands), fluid=fluid,
+                   fluid_level=_u(rng, 0.0, 0.02), body=body)
 
 
 # ---- plane anatomy: lists of shapes in the brain frame -------------------------------------------------
@@ -205,10 +205,10 @@ def _rect(u: float, v: float, hu: float, hv: float) -> tuple[tuple[float, float]
 
 
 def _midline(rng: np.random.Generator, u0: float, u1: float) -> Stroke:
-    return Stroke("falx", ((u0, 0.0), (u1, 0.0)), _j(rng, 0.7, 0.06), 40, width=_j(rng, 1.2, 0.2))
+    return Stroke("falx", ((u0, 0.0), (u1, 0.0)), _j(rng, 0.72, 0.05), 40, width=_j(rng, 1.8, 0.3))
 
 
-def _csp(rng: np.random.Generator, aspect: float) -> list[Shape]:
+def _csp(rng: np.random.Generator) -> list[Shape]:
     u = _j(rng, -0.44, 0.04)
     hu, hv = _j(rng, 0.11, 0.015), _j(rng, 0.06, 0.01)
     horn = [Blob("frontal_horn", _j(rng, u - 0.13, 0.02), sgn * _j(rng, 0.15, 0.02), _j(rng, 0.11, 0.02),
@@ -242,8 +242,8 @@ def _thalami(rng: np.random.Generator, level: float) -> list[Shape]:
     ]
 
 
-def trans_thalamic(rng: np.random.Generator, aspect: float) -> list[Shape]:
-    return [_midline(rng, -0.94, 0.94), *_csp(rng, aspect), *_thalami(rng, _j(rng, 0.24, 0.02)),
+def trans_thalamic(rng: np.random.Generator) -> list[Shape]:
+    return [_midline(rng, -0.94, 0.94), *_csp(rng), *_thalami(rng, _j(rng, 0.19, 0.02)),
             *_vent_walls(rng, -0.38, 0.0), *_sylvian(rng)]
 
 
@@ -258,26 +258,24 @@ def atria(rng: np.random.Generator, u: float, v: float, ru: float, rv: float) ->
     return out
 
 
-def trans_ventricular(rng: np.random.Generator, aspect: float) -> list[Shape]:
-    return [_midline(rng, -0.94, 0.94), *_csp(rng, aspect), *_vent_walls(rng, -0.45, 0.3),
+def trans_ventricular(rng: np.random.Generator) -> list[Shape]:
+    return [_midline(rng, -0.94, 0.94), *_csp(rng), *_vent_walls(rng, -0.45, 0.3),
             *atria(rng, _j(rng, 0.5, 0.04), _j(rng, 0.34, 0.03), _j(rng, 0.21, 0.02), _j(rng, 0.12, 0.015)),
             *_sylvian(rng)]
 
 
-def cerebellum(rng: np.random.Generator, u: float, c: float, r: float, vermis: bool = True) -> list[Shape]:
+def cerebellum(rng: np.random.Generator, u: float, c: float, r: float) -> list[Shape]:
     """Two round hemispheres joined by the brighter vermis: the 'peanut' of the posterior fossa."""
-    level, wall = _j(rng, 0.45, 0.03), _j(rng, 0.62, 0.04)
+    level, wall = _j(rng, 0.52, 0.03), _j(rng, 0.74, 0.04)
     out: list[Shape] = [Blob("cerebellum", u, sgn * c, r, r * _j(rng, 0.95, 0.04), level, 20, wall=wall)
                         for sgn in (-1, 1)]
-    if vermis:
-        out.append(Blob("vermis", u, 0.0, r * 0.62, c * 0.45, _j(rng, 0.6, 0.04), 21))
-    return out
+    return [*out, Blob("vermis", u, 0.0, r * 0.62, c * 0.45, _j(rng, 0.7, 0.04), 21)]
 
 
-def trans_cerebellum(rng: np.random.Generator, aspect: float) -> list[Shape]:
+def trans_cerebellum(rng: np.random.Generator) -> list[Shape]:
     u_cb = _j(rng, 0.6, 0.03)
     r = _j(rng, 0.2, 0.015)
-    return [_midline(rng, -0.94, u_cb - 0.3), *_csp(rng, aspect), *_thalami(rng, _j(rng, 0.28, 0.02)),
+    return [_midline(rng, -0.94, u_cb - 0.3), *_csp(rng), *_thalami(rng, _j(rng, 0.24, 0.02)),
             Blob("cisterna_magna", _j(rng, 0.93, 0.02), 0.0, _j(rng, 0.26, 0.03), _j(rng, 0.34, 0.03), 0.05, 5),
             *cerebellum(rng, u_cb, r * _j(rng, 1.0, 0.05), r), *_sylvian(rng)]
 

@@ -4,6 +4,11 @@ Each edit keeps the anatomy frame of the normal head, so that rendering the scen
 the edit and comparing echo levels gives the pixels that differ from normal anatomy (the anomaly mask).
 Random choices (where a cyst sits, a mass's outline) come from the anomaly's own generator and do not
 depend on severity, so a larger severity grows the same lesion.
+
+The mask is every pixel whose echo level changes by more than `PhantomConfig.mask_threshold`: for a
+cyst or mass the lesion itself, for ventriculomegaly the dilated fluid and the displaced choroid, for
+microcephaly the band between the normal and the shrunken skull plus the widened CSF space inside it
+(what changed; the head ellipse of the sample is the shrunken skull).
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def absent_csp(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     u = 0.5 * (min(us) + max(us)) - 0.04
     shapes = _without(scene, "csp", "frontal_horn")
     if s > 0.05:
-        hu, hv = 0.06 + 0.1 * s, 0.05 + 0.24 * s
+        hu, hv = 0.08 + 0.15 * s, 0.08 + 0.3 * s
         shapes.append(Poly("fused_horns", ((u - hu, -hv), (u + hu, -hv * 0.8), (u + hu, hv * 0.8), (u - hu, hv)),
                            FLUID, 50))
     return replace(scene, shapes=tuple(shapes))
@@ -90,10 +95,10 @@ def cerebellar_hypoplasia(scene: Scene, s: float, rng: np.random.Generator) -> S
     u, c, r = cb[1].u, abs(cb[1].v), cb[1].ru
     shapes = _without(scene, "cerebellum", "vermis")
     shapes.append(Blob("posterior_fossa_fluid", u + 0.03, 0.0, r * 1.1, (c + r) * 1.05, FLUID, 6))
-    k = 1.0 - 0.55 * s
+    k = 0.9 - 0.5 * s
     for sh in _named(scene, "cerebellum", "vermis"):
         assert isinstance(sh, Blob)
-        shapes.append(replace(sh, v=sh.v * (1.0 - 0.4 * s), ru=sh.ru * k, rv=sh.rv * k, name=sh.name + "_small"))
+        shapes.append(replace(sh, v=sh.v * (0.9 - 0.4 * s), ru=sh.ru * k, rv=sh.rv * k, name=sh.name + "_small"))
     return replace(scene, shapes=tuple(shapes))
 
 
@@ -118,7 +123,7 @@ def posterior_fossa_cyst(scene: Scene, s: float, rng: np.random.Generator) -> Sc
 def arachnoid_cyst(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     """A smooth anechoic cyst with a thin bright wall, anywhere between the hemispheres and the bone."""
     u, v = _lesion_site(rng, (0.2, 0.6))
-    r = 0.07 + 0.25 * s
+    r = 0.11 + 0.3 * s
     cyst = Blob("arachnoid_cyst", u, v, r * float(rng.uniform(1.0, 1.35)), r, 0.03, 60,
                 rot=float(rng.uniform(-90, 90)), wall=0.55)
     return replace(scene, shapes=(*scene.shapes, cyst))
@@ -127,7 +132,7 @@ def arachnoid_cyst(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
 def echogenic_mass(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     """A bright, lobulated, heterogeneous mass (tumour or haemorrhage)."""
     u, v = _lesion_site(rng, (0.05, 0.5))
-    r = 0.06 + 0.24 * s
+    r = 0.08 + 0.28 * s
     n = 16
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     rad = r * (1 + sum(rng.uniform(0, 0.15) * np.cos(k * t - rng.uniform(0, 6.28)) for k in (2, 3, 5)))
@@ -169,11 +174,11 @@ def microcephaly(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     head, so head circumference in mm is low for the gestational age, as it would be measured.
     """
     sk = scene.skull
-    a2, b2 = sk.a * (1 - 0.28 * s), sk.b * (1 - 0.2 * s)
+    a2, b2 = sk.a * (0.97 - 0.28 * s), sk.b * (0.98 - 0.2 * s)
     shift = 0.55 * (sk.a - a2)  # towards the occiput (+u): the frontal bone recedes most
     ang = math.radians(sk.angle_deg)
     skull = replace(sk, cx=sk.cx + shift * math.cos(ang), cy=sk.cy + shift * math.sin(ang), a=a2, b=b2,
-                    csf_px=sk.csf_px + 0.06 * s * sk.b)
+                    csf_px=sk.csf_px + (0.03 + 0.12 * s) * sk.b)
     return replace(scene, skull=skull)
 
 

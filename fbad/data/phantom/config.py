@@ -57,7 +57,7 @@ class PhantomConfig:
     """Phantom dataset settings; every range is (low, high) sampled uniformly per image."""
 
     size: int = 256
-    noise: float = 1.0  # speckle strength: 0 = noise-free, 1 = fully developed Rayleigh speckle
+    noise: float = 1.0  # speckle strength: 0 = the clean image, 1 = a scanner's usual (compounded) speckle
     anomaly_fraction: float = 0.3
     anomaly_types: tuple[str, ...] = ANOMALY_TYPES
     severity_range: tuple[float, float] = (0.3, 1.0)

@@ -9,7 +9,7 @@ import numpy as np
 from fbad.data.phantom.anatomy import sample_scene
 from fbad.data.phantom.anomalies import apply_anomaly
 from fbad.data.phantom.config import PhantomConfig
-from fbad.data.phantom.imaging import scan, sample_settings
+from fbad.data.phantom.imaging import fov_mask, sample_settings, scan
 from fbad.data.phantom.overlay import burn_calipers, burn_text
 from fbad.data.phantom.render import paint_head, paint_outside, sample_textures
 from fbad.data.records import BRAIN_PLANES, HeadEllipse, Label, Plane
@@ -27,6 +27,7 @@ class PhantomSample:
     plane: Plane
     anomaly_type: str | None
     severity: float | None
+    fov_mask: np.ndarray  # bool: the probe's field of view (the fan); the image is black outside it
 
     @property
     def label(self) -> Label:
@@ -71,9 +72,9 @@ def generate_sample(plane: Plane | str, seed: int, cfg: PhantomConfig, anomaly_t
         mask = np.abs(echo.level - normal.level) > cfg.mask_threshold
 
     settings = sample_settings(cfg.size, cfg.dynamic_range_db, cfg.gain_db, r_scan)
-    img_f, clean = scan(echo.level, echo.skull, scene.fan, scene.skull.thick, settings, cfg.noise, r_noise,
-                        cfg.fan_half_angle_deg[1] + 1.0)
-    image = (img_f * 255.0 + 0.5).astype(np.uint8)
+    theta_all = cfg.fan_half_angle_deg[1] + 1.0
+    image, clean = scan(echo.level, echo.skull, scene.fan, scene.skull.thick, settings, cfg.noise, r_noise,
+                        theta_all)
     ellipse = final.skull.ellipse
     want_text, want_calipers = r_over.random() < cfg.text_prob, r_over.random() < cfg.caliper_prob
     if want_text:
@@ -91,4 +92,5 @@ def generate_sample(plane: Plane | str, seed: int, cfg: PhantomConfig, anomaly_t
         plane=plane,
         anomaly_type=anomaly_type,
         severity=None if severity is None else float(severity),
+        fov_mask=fov_mask(scene.fan, cfg.size, theta_all),
     )

@@ -13,7 +13,7 @@ from fbad.data.phantom.shapes import SHIFT, fill_mask, paint
 
 @dataclass
 class Textures:
-    """Slow tissue heterogeneity; shared by the normal and the anomalous rendering of one image."""
+    """Slow tissue heterogeneity (factors around 1); shared by the normal and anomalous rendering of an image."""
 
     tissue: np.ndarray
     brain: np.ndarray
@@ -26,14 +26,15 @@ class Echo:
     brain: np.ndarray  # bool, intracranial (inside the inner bone surface)
 
 
-def _field(rng: np.random.Generator, size: int, grid: int, amp: float) -> np.ndarray:
-    coarse = rng.standard_normal((grid, grid)).astype(np.float32) * amp
-    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
-
-
 def sample_textures(size: int, rng: np.random.Generator) -> Textures:
-    return Textures(tissue=_field(rng, size, 9, 0.14) + _field(rng, size, 28, 0.06),
-                    brain=_field(rng, size, 12, 0.07) + _field(rng, size, 32, 0.05))
+    """Two smooth random fields (tissue, brain), each a coarse blotch pattern plus a finer one."""
+    # the fine pattern has fewer columns than rows: blotches elongated sideways, like tissue layers
+    fine = rng.standard_normal((30, 14, 2)).astype(np.float32) * np.float32([0.12, 0.06])
+    coarse = rng.standard_normal((8, 8, 2)).astype(np.float32) * np.float32([0.16, 0.07])
+    fine += cv2.resize(coarse, (14, 30), interpolation=cv2.INTER_CUBIC)
+    both = cv2.resize(fine, (size, size), interpolation=cv2.INTER_CUBIC)
+    both += 1.0  # multiplicative: 1 + relative echo fluctuation
+    return Textures(tissue=np.ascontiguousarray(both[..., 0]), brain=np.ascontiguousarray(both[..., 1]))
 
 
 def paint_outside(scene: Scene, tex: Textures) -> np.ndarray:
@@ -49,7 +50,7 @@ def paint_outside(scene: Scene, tex: Textures) -> np.ndarray:
     apex = (round(scene.fan.apex_x * one), round(scene.fan.apex_y * one))
     for r, th, lvl in out.bands:
         cv2.ellipse(d, apex, (round(r * one), round(r * one)), 0, 0, 360, lvl, max(1, round(th)), cv2.LINE_8, SHIFT)
-    d *= 1.0 + tex.tissue
+    cv2.multiply(d, tex.tissue, dst=d)
     return d
 
 
@@ -62,7 +63,7 @@ def _skull_echo(skull: Skull, ys: np.ndarray, xs: np.ndarray, apex: tuple[float,
     nx, ny = gx * c - gy * s, gx * s + gy * c
     bx, by = xs - apex[0], ys - apex[1]
     cos = (nx * bx + ny * by) / (np.hypot(nx, ny) * np.hypot(bx, by) + 1e-9)
-    return (skull.level * (0.6 + 0.4 * cos * cos)).astype(np.float32)
+    return (skull.level * (0.7 + 0.3 * cos * cos)).astype(np.float32)
 
 
 def paint_head(scene: Scene, outside: np.ndarray, tex: Textures) -> Echo:
@@ -70,19 +71,21 @@ def paint_head(scene: Scene, outside: np.ndarray, tex: Textures) -> Echo:
     S = scene.size
     n = max(64, S // 2)
     outer, inner, surface = scene.skull.contours(n)
-    head = fill_mask((S, S), [outer]).astype(bool)
-    brain = fill_mask((S, S), [inner]).astype(bool)
-    paren = fill_mask((S, S), [surface]).astype(bool)
-    skull = head & ~brain
+    brain = fill_mask((S, S), [inner])
+    skull = cv2.subtract(fill_mask((S, S), [outer]), brain)
+    paren = fill_mask((S, S), [surface])
 
     tissue = np.full((S, S), scene.parenchyma, np.float32)
     paint(tissue, list(scene.shapes), scene.frame, S / 256.0)
-    tissue *= 1.0 + tex.brain
+    cv2.multiply(tissue, tex.brain, dst=tissue)
 
     d = outside.copy()
-    d[brain] = scene.csf
-    np.copyto(d, tissue, where=paren & brain)
-    ys, xs = np.nonzero(skull)
-    d[ys, xs] = _skull_echo(scene.skull, ys.astype(np.float32), xs.astype(np.float32),
-                            (scene.fan.apex_x, scene.fan.apex_y))
-    return Echo(level=d, skull=skull, brain=brain)
+    d[brain.view(bool)] = scene.csf
+    cv2.copyTo(tissue, paren, d)
+    pts = cv2.findNonZero(skull)
+    if pts is not None:
+        pts = pts.reshape(-1, 2)
+        xs, ys = pts[:, 0], pts[:, 1]
+        d[ys, xs] = _skull_echo(scene.skull, ys.astype(np.float32), xs.astype(np.float32),
+                                (scene.fan.apex_x, scene.fan.apex_y))
+    return Echo(level=d, skull=skull.view(bool), brain=brain.view(bool))

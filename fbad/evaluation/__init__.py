@@ -1,0 +1,1 @@
+"""Quality measurements that the eval commands print, save and log."""

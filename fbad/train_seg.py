@@ -1,0 +1,255 @@
+"""`fbad train-seg [overrides]` (also `python -m fbad.train_seg`): train the `learned` head segmenter.
+
+Reads annotated datasets, splits each into train/val/held-out test by patient (seeded), trains a U-Net on
+letterboxed working-size images with Lightning (early stopping on validation Dice), saves the weights as a
+self-contained `segmenter.pt`, and measures the held-out images at full resolution through the very
+segmenter that `segmentation=learned` builds. Everything is logged to one MLflow run (experiment `train-seg`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from fbad.config import CONF_DIR
+from fbad.errors import report_user_errors
+
+log = logging.getLogger("fbad.train_seg")
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    return out
+
+
+def gather_records(cfg: DictConfig) -> tuple[dict[str, list], list, Any]:
+    """({train, val, test} records over all split datasets, extra training records, skip log)."""
+    from fbad.data.imageio import SkipLog
+    from fbad.data.readers import DatasetError, read_dataset
+    from fbad.evaluation.segmentation import has_truth
+    from fbad.segmentation_learned import split_records
+
+    skipped = SkipLog()
+    splits: dict[str, list] = {"train": [], "val": [], "test": []}
+    fractions = OmegaConf.to_container(cfg.split, resolve=True)
+    for i, ds in enumerate(cfg.datasets):
+        read = read_dataset(ds)
+        skipped.rows += read.skipped.rows
+        records = sorted((r for r in read.records if has_truth(r)), key=lambda r: str(r.path))
+        if not records:
+            raise DatasetError(f"datasets[{i}] ({ds.name}): no image has a head annotation to train on")
+        if cfg.limit:
+            records = records[: int(cfg.limit)]
+        for k, v in split_records(records, fractions, seed=int(cfg.seed)).items():
+            splits[k] += v
+    extra = []
+    for ds in cfg.extra_train or []:
+        read = read_dataset(ds)
+        skipped.rows += read.skipped.rows
+        extra += sorted((r for r in read.records if has_truth(r)), key=lambda r: str(r.path))
+    return splits, extra, skipped
+
+
+def evaluate_held_out(seg: Any, records: list) -> tuple[Any, list[tuple[str, str]]]:
+    """Per-image metrics of the segmenter on full-resolution images (as `fbad eval-seg` measures them)."""
+    import pandas as pd
+
+    from fbad.data.imageio import BadImageError, read_gray
+    from fbad.evaluation.segmentation import true_head_mask
+    from fbad.preprocess.seg_quality import dice, segmentation_metrics
+
+    rows, bad = [], []
+    for r in records:
+        try:
+            img = read_gray(r.path)
+            truth = true_head_mask(r, img.shape)
+        except BadImageError as exc:
+            bad.append((str(exc.path), exc.reason))
+            continue
+        res = seg(img)
+        m = segmentation_metrics(res, truth, r.pixel_size_mm, r.extra.get("hc_mm"))
+        net_mask = res.extra.get("network_mask")
+        e = res.ellipse
+        rows.append({"image": r.path.name, "path": str(r.path), "pixel_size_mm": r.pixel_size_mm, **m,
+                     "dice_network": dice(net_mask, truth) if net_mask is not None else 0.0,
+                     "confidence": float(res.confidence), "reason": res.reason,
+                     "ellipse": None if e is None else [e.cx, e.cy, e.a, e.b, e.angle_deg]})
+    return pd.DataFrame(rows), bad
+
+
+def _fit(cfg: DictConfig, module: Any, train_ds: Any, val_ds: Any, run_dir: Path, run_id: str) -> tuple[int, float]:
+    """Lightning fit with early stopping on val_dice; the best epoch's weights are put back into `module`."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from fbad.tracking.mlflow_utils import EpochMetricsLogger
+
+    monitor, mode = ("val_dice", "max") if len(val_ds) else ("train_loss", "min")
+
+    class KeepBest(pl.Callback):
+        """The best epoch's weights, kept in memory (no checkpoint files to clean up)."""
+
+        best = -float("inf") if mode == "max" else float("inf")
+        state: dict | None = None
+        epoch = -1
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            v = trainer.callback_metrics.get(monitor)
+            if v is None:
+                return
+            v = float(v)
+            if (v > self.best) if mode == "max" else (v < self.best):
+                self.best, self.epoch = v, trainer.current_epoch
+                self.state = copy.deepcopy(pl_module.net.state_dict())
+
+    keep = KeepBest()
+    callbacks: list[pl.Callback] = [keep, EpochMetricsLogger(run_id, None, "seg",
+                                                             names=("train_loss", "val_loss", "val_dice"))]
+    if cfg.early_stopping.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(cfg.early_stopping.patience),
+                                       min_delta=float(cfg.early_stopping.min_delta)))
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs.pop("name", None)
+    bs, nw = int(cfg.data.batch_size), int(cfg.data.num_workers)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, num_workers=nw, generator=gen,
+                                           drop_last=len(train_ds) > bs, persistent_workers=nw > 0)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, num_workers=0) if len(val_ds) else None
+    trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                         default_root_dir=str(run_dir), enable_progress_bar=bool(cfg.progress),
+                         num_sanity_val_steps=0, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    if keep.state is not None:
+        module.net.load_state_dict(keep.state)
+    return trainer.current_epoch, keep.best
+
+
+def register(name: str, run: Any) -> str:
+    """A new version of registered model `name` whose source is this run's `model/` folder."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return str(mv.version)
+
+
+def run_train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Train, save, evaluate and log one segmenter; returns the summary metrics (held-out `dice_mean`, ...)."""
+    import mlflow
+    import pytorch_lightning as pl
+    import torch
+
+    from fbad.data.readers import DatasetError
+    from fbad.evaluation.report import print_metrics
+    from fbad.evaluation.segmentation import summarise
+    from fbad.segmentation_learned import (
+        WEIGHTS_NAME,
+        LearnedSegmenter,
+        SegDataset,
+        SegModule,
+        build_augment,
+        load_arrays,
+        load_weights,
+        save_weights,
+    )
+    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    work_hw = (int(cfg.work_size[0]), int(cfg.work_size[1]))
+
+    splits, extra, skipped = gather_records(cfg)
+    t0 = time.perf_counter()
+    x_tr, y_tr, kept_tr, sk1 = load_arrays(splits["train"] + extra, work_hw)
+    x_va, y_va, kept_va, sk2 = load_arrays(splits["val"], work_hw)
+    skipped.rows += sk1.rows + sk2.rows
+    if not len(x_tr):
+        raise DatasetError("train-seg: no readable training image")
+    log.info("loaded %d train (%d extra) / %d val images in %.1fs; %d held out for testing", len(x_tr), len(extra),
+             len(x_va), time.perf_counter() - t0, len(splits["test"]))
+    if len(skipped):
+        skipped.write(run_dir)
+    trained_on = [r.path.name for r in kept_tr + kept_va]
+    (run_dir / "split.json").write_text(json.dumps(
+        {k: [r.path.name for r in v] for k, v in {**splits, "extra_train": extra}.items()}, indent=1))
+
+    setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
+    run = mlflow.start_run(run_name=cfg.run_name or f"train-seg-{run_dir.name}")
+    try:
+        plain = _plain(cfg)
+        log_params(flat_params(plain))
+        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+        mlflow.set_tags({"fbad.command": "train-seg", "git_commit": git_commit(), "run_dir": str(run_dir)})
+        mlflow.log_params({"n_train": len(x_tr), "n_val": len(x_va), "n_test": len(splits["test"]),
+                           "n_extra_train": len(extra)})
+        mlflow.log_artifact(str(run_dir / "split.json"))
+
+        module = SegModule(widths=list(cfg.model.widths), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                           schedule=cfg.optim.schedule, bce_weight=cfg.loss.bce_weight,
+                           dice_weight=cfg.loss.dice_weight)
+        augment = build_augment(OmegaConf.to_container(cfg.data.augment, resolve=True))
+        t0 = time.perf_counter()
+        epochs, best = _fit(cfg, module, SegDataset(x_tr, y_tr, augment), SegDataset(x_va, y_va), run_dir,
+                            run.info.run_id)
+        train_seconds = time.perf_counter() - t0
+        mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "best_val_dice": best})
+        log.info("trained %d epochs in %.0fs, best val Dice (working size) %.4f", epochs, train_seconds, best)
+
+        weights = save_weights(run_dir / WEIGHTS_NAME, module.net.cpu(), work_hw, trained_on, config=plain)
+        mlflow.log_artifact(str(weights), artifact_path="model")
+        if cfg.register_as:
+            version = register(str(cfg.register_as), run)
+            log.info("registered as models:/%s/%s", cfg.register_as, version)
+        summary: dict[str, float] = {"train_seconds": train_seconds, "best_val_dice": best}
+        if splits["test"]:
+            device = "cuda" if cfg.trainer.get("accelerator") == "gpu" and torch.cuda.is_available() else "cpu"
+            seg = LearnedSegmenter(load_weights(weights), device=device, **cfg.inference)
+            df, bad = evaluate_held_out(seg, splits["test"])
+            df.to_csv(run_dir / "held_out.csv", index=False)
+            held = summarise(df)
+            if len(df):
+                held["dice_network_mean"] = float(df["dice_network"].mean())
+            mlflow.log_metrics({k: v for k, v in held.items() if v == v and abs(v) != float("inf")})
+            mlflow.log_artifact(str(run_dir / "held_out.csv"))
+            summary.update(held)
+            if bad:
+                log.warning("%d held-out images could not be read", len(bad))
+        mlflow.log_metric("images_skipped", len(skipped))
+        if (run_dir / "skipped.csv").is_file():
+            mlflow.log_artifact(str(run_dir / "skipped.csv"))
+    except BaseException as exc:
+        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+    print_metrics(summary, title=f"train-seg: held-out test ({len(splits['test'])} images never trained on)")
+    print(f"weights: {weights}\nMLflow: runs:/{run.info.run_id}/model/{WEIGHTS_NAME}")
+    summary["run_id"] = run.info.run_id  # type: ignore[assignment]
+    return summary
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train_seg", version_base="1.3")
+@report_user_errors
+def main(cfg: DictConfig) -> float:
+    summary = run_train_seg(cfg, Path(HydraConfig.get().runtime.output_dir))
+    return float(summary.get("dice_mean", summary.get("best_val_dice", 0.0)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The `fbad` console command and its `data` subcommands, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def fbad(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FBAD_OUTPUTS": str(cwd / "outputs"), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "fbad.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fbad {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_and_unknown_command(tmp_path):
+    out = fbad("--help", cwd=tmp_path).stdout
+    assert "train" in out and "data" in out
+    bad = fbad("frobnicate", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "unknown command 'frobnicate'" in bad.stderr
+
+
+def test_data_phantom_then_index(tmp_path):
+    out = tmp_path / "ph"
+    fbad("data", "phantom", f"out={out}", "n_per_plane=5", "size=64", "seed=1", cwd=tmp_path)
+    assert len(list((out / "Images").glob("*.png"))) == 15
+    header = (out / "FETAL_PLANES_DB_data.csv").read_text().splitlines()[0]
+    assert header == "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train "
+    proc = fbad("data", "index", "dataset=phantom", f"dataset.root={out}", cwd=tmp_path)
+    assert "phantom: 15 images, 0 skipped" in proc.stdout
+    index = next((tmp_path / "outputs" / "data_index").glob("*/index.csv"))
+    df = pd.read_csv(index)
+    assert len(df) == 15 and df.plane.value_counts().to_dict() == {
+        "trans_thalamic": 5, "trans_cerebellum": 5, "trans_ventricular": 5}
+    assert set(df.fbad_split) <= {"train", "val", "test", "excluded"}
+
+
+def test_data_index_real_fpdb_lists_missing_images(tmp_path, fpdb_index):
+    root = tmp_path / "fpdb"
+    (root / "Images").mkdir(parents=True)
+    shutil.copy(fpdb_index, root)
+    for name in ("Patient00168_Plane3_1_of_3", "Patient00168_Plane3_2_of_3"):
+        (root / "Images" / f"{name}.png").write_bytes(b"")  # presence is all the index needs
+    proc = fbad("data", "index", "dataset=fetal_planes_db", f"dataset.root={root}", cwd=tmp_path)
+    assert "2 images, 2947 skipped" in proc.stdout
+    run = next((tmp_path / "outputs" / "data_index").glob("*/"))
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert len(skipped) == 2947 and set(skipped.reason) == {"named in the index but the file is missing"}
+    assert "trans_thalamic" in proc.stdout
+
+
+def test_data_index_bad_root_is_a_clear_error(tmp_path):
+    proc = fbad("data", "index", "dataset=hc18", f"dataset.root={tmp_path / 'nowhere'}", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "dataset root not found" in proc.stderr

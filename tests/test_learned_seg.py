@@ -1,0 +1,202 @@
+"""The `learned` head segmenter: U-Net shapes, `fbad train-seg` through the real config into a real sqlite
+MLflow store, loading weights by path and by MLflow URI, failure on images without a head, and an overfit
+sanity check on synthetic ellipses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fbad.config import compose
+from fbad.data.records import HeadEllipse
+from fbad.models.unet import UNet
+from fbad.preprocess.seg_quality import dice
+from fbad.segmentation_learned import (
+    SegModule,
+    fit_head_ellipse,
+    learned_from_params,
+    letterbox,
+    load_weights,
+    save_weights,
+    split_records,
+    unletterbox,
+)
+from fbad.train_seg import run_train_seg
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (61, 93), (160, 240), (33, 47)])
+def test_unet_keeps_spatial_size(shape):
+    net = UNet((4, 8, 16, 32)).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, *shape))
+    assert out.shape == (2, 1, *shape)
+
+
+def test_letterbox_round_trip_keeps_aspect():
+    img = np.zeros((540, 800), np.float32)
+    cv2.circle(img, (400, 270), 200, 1.0, -1)
+    work = letterbox(img, (160, 240))
+    assert work.shape == (160, 240)
+    assert work[:, 238:].max() == 0.0  # 800x540 scales to 237x160: the right edge is padding
+    ys, xs = np.nonzero(work > 0.5)
+    assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 1  # still a circle
+    back = unletterbox(work, img.shape) > 0.5
+    assert dice(back, img > 0.5) > 0.98
+
+
+def test_ellipse_fit_ignores_a_blob():
+    true = HeadEllipse(200, 150, 120, 80, 30)
+    t = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    x = true.cx + 120 * np.cos(t) * c - 80 * np.sin(t) * s
+    y = true.cy + 120 * np.cos(t) * s + 80 * np.sin(t) * c
+    pts = np.stack([x, y], 1)
+    pts[:40] += 25.0  # a leak into neighbouring tissue on 10 % of the border
+    e = fit_head_ellipse(pts)
+    assert abs(e.circumference_px() - true.circumference_px()) < 0.01 * true.circumference_px()
+
+
+def test_split_is_seeded_disjoint_and_grouped(hc18_root):
+    from fbad.data.readers.hc18 import read_hc18
+
+    recs = read_hc18(hc18_root).records
+    a = split_records(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    b = split_records(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    names = {k: {r.path.name for r in v} for k, v in a.items()}
+    assert names == {k: {r.path.name for r in v} for k, v in b.items()}
+    assert sum(map(len, names.values())) == len(recs)
+    assert not (names["train"] & names["test"]) and not (names["val"] & names["test"])
+    assert abs(len(names["test"]) - 0.2 * len(recs)) <= 2
+    c = split_records(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=1)
+    assert {r.path.name for r in c["test"]} != names["test"]
+
+
+def tiny_cfg(hc18_root, extra=()):
+    return compose("train_seg", [
+        f"datasets.0.root={hc18_root}", "limit=7", "work_size=[48,72]", "model.widths=[4,8,16]",
+        "trainer.max_epochs=2", "data.batch_size=4", "progress=false", "early_stopping.patience=0", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def trained(hc18_root, tmp_path_factory):
+    """One tiny train-seg run (module-scoped: the slow part), with its config and summary."""
+    out = tmp_path_factory.mktemp("seg")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FBAD_OUTPUTS", str(out / "outputs"))
+    try:
+        cfg = tiny_cfg(hc18_root, ["register_as=head_seg"])
+        summary = run_train_seg(cfg, out / "run")
+    finally:
+        mp.undo()
+    return cfg, summary, out / "run"
+
+
+def test_train_seg_writes_weights_and_mlflow_run(trained):
+    cfg, summary, run_dir = trained
+    assert cfg.paths.mlflow_uri.startswith("sqlite:///") and "outputs" in cfg.paths.mlflow_uri
+    bundle = load_weights(run_dir / "segmenter.pt")
+    assert bundle["work_size"] == [48, 72]
+    assert all(isinstance(v, torch.Tensor) for v in bundle["state_dict"].values())
+    assert bundle["trained_on"] and all(n.endswith("_HC.png") for n in bundle["trained_on"])
+    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
+    client = MlflowClient()
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "train-seg"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "val_dice")) == 2
+    for k in ("dice_mean", "failure_rate", "n_images"):
+        assert k in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/segmenter.pt"]
+    # the held-out images were never trained on
+    held = {p.split("/")[-1] for p in __import__("pandas").read_csv(run_dir / "held_out.csv")["path"]}
+    assert held and not (held & set(bundle["trained_on"]))
+
+
+def test_weights_load_by_path_run_uri_and_registry(trained, hc18_root):
+    cfg, summary, run_dir = trained
+    img = cv2.imread(str(hc18_root / "images" / "003_HC.png"), cv2.IMREAD_GRAYSCALE)
+    uri = cfg.paths.mlflow_uri
+    by_path = learned_from_params(str(run_dir / "segmenter.pt"))
+    by_run = learned_from_params(f"runs:/{summary['run_id']}/model/segmenter.pt", tracking_uri=uri)
+    by_version = learned_from_params("models:/head_seg/1", tracking_uri=uri)
+    assert by_path.trained_on == by_run.trained_on == by_version.trained_on
+    a, b = by_path.probability(img), by_run.probability(img)
+    np.testing.assert_array_equal(a, b)
+    res = by_version(img)
+    assert res.head_mask.shape == img.shape
+
+
+@pytest.mark.parametrize("bad", ["runs:/0123456789abcdef/model/segmenter.pt", "models:/no_such_model/3",
+                                 "/no/such/segmenter.pt"])
+def test_bad_weights_source_is_a_clear_error(trained, bad):
+    cfg = trained[0]
+    with pytest.raises(FileNotFoundError, match="segmentation weights"):
+        learned_from_params(bad, tracking_uri=cfg.paths.mlflow_uri)
+
+
+def test_segmenter_fails_cleanly_without_a_head(trained):
+    seg = learned_from_params(str(trained[2] / "segmenter.pt"))
+    for img in (np.zeros((540, 800), np.uint8), np.zeros((3, 3), np.uint8)):
+        res = seg(img)
+        assert res.failed and res.reason and res.ellipse is None
+        assert res.head_mask.shape == img.shape and not res.head_mask.any()
+
+
+def test_train_seg_command_runs(hc18_root, tmp_path):
+    """The `fbad train-seg` entry point end to end, in a subprocess (Hydra app, run folder, exit status)."""
+    cmd = [sys.executable, "-m", "fbad.train_seg", f"datasets.0.root={hc18_root}", "limit=5",
+           "work_size=[32,48]", "model.widths=[4,8]", "trainer.max_epochs=1", "progress=false"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    weights = list((tmp_path / "outputs" / "train_seg").glob("*/segmenter.pt"))
+    assert len(weights) == 1
+    assert "runs:/" in out.stdout
+
+
+def test_unet_overfits_synthetic_ellipses():
+    """A few synthetic heads (bright ring on speckle): after 120 steps the predicted masks match (Dice > 0.9)."""
+    rng = np.random.default_rng(0)
+    h, w = 48, 64
+    xs, ys = [], []
+    for i in range(4):
+        img = (rng.random((h, w)) * 60).astype(np.float32)
+        mask = np.zeros((h, w), np.uint8)
+        centre, axes, ang = (int(rng.integers(26, 38)), int(rng.integers(20, 28))), (int(rng.integers(12, 18)),
+                                                                                      int(rng.integers(9, 12))), 40 * i
+        cv2.ellipse(mask, (centre, axes, ang), 1, -1)
+        cv2.ellipse(img, (centre, axes, ang), 200, 2)
+        xs.append(img / 255.0)
+        ys.append(mask.astype(np.float32))
+    x = torch.from_numpy(np.stack(xs))[:, None]
+    y = torch.from_numpy(np.stack(ys))[:, None]
+    torch.manual_seed(0)
+    module = SegModule(widths=(8, 16, 32), schedule="constant")
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    module.train()
+    for _ in range(120):
+        loss = module.loss(module(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    module.eval()
+    with torch.no_grad():
+        pred = torch.sigmoid(module(x)).numpy()[:, 0] > 0.5
+    assert min(dice(p, t > 0.5) for p, t in zip(pred, y.numpy()[:, 0], strict=True)) > 0.9
+
+
+def test_save_weights_round_trip(tmp_path):
+    net = UNet((4, 8))
+    path = save_weights(tmp_path / "w" / "segmenter.pt", net, (32, 48), ["b.png", "a.png", "a.png"])
+    bundle = torch.load(path, weights_only=True)
+    assert bundle["trained_on"] == ["a.png", "b.png"]
+    seg = learned_from_params(str(path))
+    assert seg.trained_on == {"a.png", "b.png"} and seg.work_hw == (32, 48)
