@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
-
 import mlflow
 import numpy as np
 import pytest
@@ -17,11 +15,12 @@ from fbad.training import load_plane_model, run_training
 PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
 
 
-def tiny(extra=(), root: Path | None = None):
-    over = [
+def tiny(extra=(), small_model: bool = True):
+    model = ["model.widths=[8,16]", "model.latent_dim=16"] if small_model else []
+    over = [*model, 
         "dataset.n_per_plane=20", "dataset.size=64", "dataset.anomaly_fraction=0.5", "preprocess.image_size=32",
-        "model.widths=[8,16]", "model.latent_dim=16", "trainer.max_epochs=3", "progress=false",
-        "threshold.min_count=2", "data.batch_size=8", "data.preprocess_workers=1", "early_stopping.patience=0",
+        "trainer.max_epochs=3", "progress=false",
+        "++threshold.min_count=2", "data.batch_size=8", "data.preprocess_workers=1", "early_stopping.patience=0",
         *extra,
     ]
     return compose("train", over)
@@ -117,10 +116,11 @@ def test_failed_run_is_marked_failed(tmp_path):
 
 
 def test_pca_baseline_and_seed_rule(tmp_path):
-    cfg = tiny(["model=pca", "model.n_components=4", "planes=[trans_cerebellum]", "logger.experiment=pca"])
+    cfg = tiny(["model=pca", "model.n_components=4", "planes=[trans_cerebellum]", "logger.experiment=pca"],
+               small_model=False)
     assert run_training(cfg, tmp_path / "pca")["best_val_mse_mean"] > 0
     seed = tiny(["experiment=seed_reproduction", "preprocess.image_size=32", "trainer.max_epochs=1",
-                 "planes=[all]", "logger.experiment=seed"])
+                 "planes=[all]", "logger.experiment=seed", "model.widths=[8,16,16]"], small_model=False)
     assert seed.threshold.value == 0.15 and seed.score.method == "mean_intensity"
     run_training(seed, tmp_path / "seed")
     parents, children = _runs(seed, _client(seed))

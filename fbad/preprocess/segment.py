@@ -115,7 +115,6 @@ class EllipseParams:
     min_support: float = 0.12  # below this mean ridge support: no head
     min_distinct: float = 1.55  # below this ridge distinctiveness (see `_distinctiveness`): no head
     outer_penalty: float = 0.3  # final choice: score - outer_penalty x support of the ellipse grown 10-20 %
-    edge_weight: float = 0.0
     candidates: int = 8  # distinct RANSAC winners refined and compared
     refine_iters: int = 3
     outer_edge: bool = True  # move the ridge-centre ellipse out to the outer border of the skull
@@ -163,10 +162,11 @@ def _along_ridge_mean(r: np.ndarray, nx: np.ndarray, ny: np.ndarray, half_length
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     tx, ty = -ny, nx
     acc = r.copy()
-    for t in range(1, half_length + 1):
+    offsets = [float(t) for t in range(1, half_length + 1)]
+    for t in offsets:
         for sgn in (-1, 1):
             acc += cv2.remap(r, gx + sgn * t * tx, gy + sgn * t * ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return acc / (2 * half_length + 1)
+    return acc / (2 * len(offsets) + 1)
 
 
 def _ridge_maxima(r: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
@@ -184,15 +184,14 @@ def _ridge_maxima(r: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
 
 
 def _support(
-    ex: np.ndarray, ey: np.ndarray, enx: np.ndarray, eny: np.ndarray, m: _WorkMaps, rn: np.ndarray,
-    edge_weight: float,
+    ex: np.ndarray, ey: np.ndarray, enx: np.ndarray, eny: np.ndarray, m: _WorkMaps, rn: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean support along sampled contours (M, K) and the fraction of samples inside the field of view.
 
     Support of a sample = normalised bar response there x |cos| between the contour normal and the ridge
-    normal, so a contour crossing a bright structure instead of running along it earns little; or, if larger,
-    edge_weight x the normalised intensity drop across the contour from inside to outside (an early head
-    whose skull is not yet a distinct bright band is a bright blob in dark fluid: a step, not a bar).
+    normal, so a contour crossing a bright structure instead of running along it earns little.
+    (Adding step-edge support, for early heads whose skull is not yet a distinct band, was tried: it lowered
+    Dice on HC18, tissue boundaries being everywhere.)
     """
     h, w = rn.shape
     xi = np.rint(ex).astype(np.int64)
@@ -200,11 +199,7 @@ def _support(
     inimg = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     idx = np.where(inimg, np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1), 0)
     inside = inimg & m.fov.ravel()[idx]
-    s = rn.ravel()[idx] * np.abs(enx * m.nx.ravel()[idx] + eny * m.ny.ravel()[idx])
-    if edge_weight > 0:
-        drop = -(enx * m.ex.ravel()[idx] + eny * m.ey.ravel()[idx])
-        s = np.maximum(s, edge_weight * np.clip(drop, 0, 1))
-    s = s * inside
+    s = rn.ravel()[idx] * np.abs(enx * m.nx.ravel()[idx] + eny * m.ny.ravel()[idx]) * inside
     n_in = inside.sum(axis=1)
     return s.sum(axis=1) / np.maximum(n_in, 1), n_in / ex.shape[1]
 
@@ -230,7 +225,7 @@ def _prior_ok(cx, cy, a, b, valid, h: int, w: int, p: EllipseParams) -> np.ndarr
         )
 
 
-def _distinct_top(cx, cy, a, b, score: np.ndarray, k: int, pool: int = 200) -> np.ndarray:
+def _distinct_top(cx, cy, a, b, score: np.ndarray, k: int, pool: int = 64) -> np.ndarray:
     """Indices of the `k` best hypotheses that are not near-duplicates of a better one (greedy suppression), so
     that refinement explores several modes instead of polishing one of them eight times."""
     top = np.argsort(-score)[:pool]
@@ -319,8 +314,8 @@ class _WorkMaps:
     rn: np.ndarray  # response normalised to its 99th percentile in the fan, clipped to [0, 1]
     nx: np.ndarray  # ridge normal
     ny: np.ndarray
-    ex: np.ndarray  # image gradient (sigma 2) over its 99th-percentile magnitude in the fan
-    ey: np.ndarray
+    r_cand: float  # candidate threshold: `ridge_quantile` of r in the fan
+    r_q90: float  # 90th percentile of r in the fan (the background ridge level)
 
 
 def _work_maps(cleaned_img: np.ndarray, cleaned_fov: np.ndarray, p: EllipseParams) -> _WorkMaps | str:
@@ -331,22 +326,20 @@ def _work_maps(cleaned_img: np.ndarray, cleaned_fov: np.ndarray, p: EllipseParam
     fov = cv2.resize(cleaned_fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     r, nx, ny = _bar_ridge(g, p.scales, p.side_offset)
     r = _along_ridge_mean(r * fov, nx, ny, p.along)
-    ref = float(np.quantile(r[fov], 0.99)) if fov.any() else 0.0
+    if not fov.any():
+        return "no head found: empty field of view at working resolution"
+    q_cand, q90, ref = (float(v) for v in np.quantile(r[fov], [p.ridge_quantile, 0.9, 0.99]))
     if ref < 2.0:  # under 2 grey levels of ridge contrast anywhere: a flat image
         return "no head found: no bright ridges in the field of view"
     rn = np.clip(r / ref, 0, 1).astype(np.float32)
-    gs = cv2.GaussianBlur(g, (0, 0), 2.0)
-    gx = cv2.Sobel(gs, cv2.CV_32F, 1, 0, ksize=3) / 8
-    gy = cv2.Sobel(gs, cv2.CV_32F, 0, 1, ksize=3) / 8
-    gref = max(float(np.quantile(np.hypot(gx, gy)[fov], 0.99)), 1e-6)
-    return _WorkMaps(f, g, fov, r, rn, nx, ny, gx / gref, gy / gref)
+    return _WorkMaps(f, g, fov, r, rn, nx, ny, q_cand, q90)
 
 
 def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] | str:
     """RANSAC + refinement at working resolution: (cx, cy, a, b, theta_rad) of the ridge centre line, score."""
     h, w = m.g.shape
-    rn, nx, ny, fov = m.rn, m.nx, m.ny, m.fov
-    cand = _ridge_maxima(m.r, nx, ny) & (m.r > np.quantile(m.r[fov], p.ridge_quantile)) & (rn > 0.05)
+    rn, nx, ny = m.rn, m.nx, m.ny
+    cand = _ridge_maxima(m.r, nx, ny) & (m.r > m.r_cand) & (rn > 0.05)
     ys, xs = np.nonzero(cand)
     if len(xs) < 10:
         return "no head found: too few ridge points"
@@ -372,7 +365,7 @@ def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] |
         return "no head found: no plausible ellipse through the ridge points"
     cx, cy, a, b, th = (v[ok] for v in (cx, cy, a, b, th))
     rn_d = cv2.dilate(rn, np.ones((3, 3), np.uint8))  # coarse scoring tolerates 1 px misplacement
-    sup, ins = _support(*sample_ellipses(cx, cy, a, b, th, p.samples), m, rn_d, p.edge_weight)
+    sup, ins = _support(*sample_ellipses(cx, cy, a, b, th, p.samples), m, rn_d)
     order = _distinct_top(cx, cy, a, b, _score(sup, ins, p), p.candidates)
 
     # refine the best few by inlier re-fits (all at once), keep the best-supported result
@@ -391,7 +384,7 @@ def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] |
 def score_ellipses(m: _WorkMaps, e: tuple[np.ndarray, ...], p: EllipseParams, priors: bool = True) -> np.ndarray:
     """Final score of ellipses (cx, cy, a, b, theta) at working resolution; 0 where the priors fail."""
     h, w = m.g.shape
-    sup, ins = _support(*sample_ellipses(*e, 2 * p.samples), m, m.rn, p.edge_weight)
+    sup, ins = _support(*sample_ellipses(*e, 2 * p.samples), m, m.rn)
     score = _score(sup, ins, p)
     return score * _prior_ok(*e[:4], np.ones(len(e[0]), bool), h, w, p) if priors else score
 
@@ -409,8 +402,7 @@ def _distinctiveness(m: _WorkMaps, e: tuple[float, ...]) -> float:
     if len(xi) == 0:
         return 0.0
     along = cv2.dilate(m.r, np.ones((3, 3), np.uint8))[yi, xi]
-    background = float(np.quantile(m.r[m.fov], 0.9))
-    return float(np.quantile(along, 0.75) / max(background, 1e-6))
+    return float(np.quantile(along, 0.75) / max(m.r_q90, 1e-6))
 
 
 def segment_ellipse(img: np.ndarray, params: EllipseParams | None = None) -> SegmentationResult:
