@@ -6,8 +6,9 @@ to `ellipse`, measured in the same run on the same images.
 Per method: mean / median Dice of the head region, mean IoU, mean Hausdorff distance (mm) and mean |HC error|
 (mm) over the images where the method returned a head, failure rate (failed images count as Dice 0 in the
 Dice means) and images/s of the segmenter alone in one process with OpenCV on one thread (images are decoded
-before timing). `--subset even` / `odd` splits by row parity, the split used to tune on one half and check on
-the other.
+before timing); the process CPU time per image is printed too, as wall time on a shared machine varies with
+its load (the load average is printed for that reason). `--subset even` / `odd` splits by row parity, the
+split used to tune the `ellipse` knobs on one half and check them on the other.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,18 +43,26 @@ def load(data: Path, limit: int | None, subset: str) -> list[dict]:
     for r in rows:
         img = cv2.imread(str(data / "images" / r["filename"]), cv2.IMREAD_GRAYSCALE)
         ann = cv2.imread(str(data / "images" / r["filename"].replace(".png", "_Annotation.png")), cv2.IMREAD_GRAYSCALE)
-        out.append({"name": r["filename"], "image": img, "truth": fill_outline(ann),
-                    "pixel_mm": float(r["pixel size(mm)"]), "hc_mm": float(r["head circumference (mm)"])})
+        out.append(
+            {
+                "name": r["filename"],
+                "image": img,
+                "truth": fill_outline(ann),
+                "pixel_mm": float(r["pixel size(mm)"]),
+                "hc_mm": float(r["head circumference (mm)"]),
+            }
+        )
     return out
 
 
 def run(method: str, samples: list[dict], repeats: int) -> dict[str, float]:
     seg = get_segmenter({"name": method})
     seg(samples[0]["image"])  # warm-up (imports, allocations)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         results = [seg(s["image"]) for s in samples]
     elapsed = (time.perf_counter() - t0) / repeats
+    cpu = (time.process_time() - c0) / repeats
     ms = [segmentation_metrics(r, s["truth"], s["pixel_mm"], s["hc_mm"]) for r, s in zip(results, samples, strict=True)]
     ok = [m for m in ms if not m["failed"]]
     dice = np.array([m["dice"] for m in ms])
@@ -72,6 +82,7 @@ def run(method: str, samples: list[dict], repeats: int) -> dict[str, float]:
         "failure_rate": 1.0 - len(ok) / len(ms),
         "images_per_s": len(samples) / elapsed,
         "ms_per_image": 1000 * elapsed / len(samples),
+        "cpu_ms_per_image": 1000 * cpu / len(samples),  # less sensitive to other load on the machine
     }
 
 
@@ -87,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(args.threads)
     samples = load(args.data, args.limit, args.subset)
     shape_note = f"{samples[0]['image'].shape[1]}x{samples[0]['image'].shape[0]}"
-    print(f"HC18 sample: {len(samples)} images ({args.subset}, {shape_note}), OpenCV threads={args.threads}")
+    print(
+        f"HC18 sample: {len(samples)} images ({args.subset}, {shape_note}), OpenCV threads={args.threads}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
     t0 = time.perf_counter()
     for s in samples:

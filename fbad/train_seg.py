@@ -26,9 +26,8 @@ log = logging.getLogger("fbad.train_seg")
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
-    out = OmegaConf.to_container(cfg, resolve=True)
-    out.pop("hydra", None)
-    return out
+    """The config as builtins, resolved, without Hydra's own node."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def gather_records(cfg: DictConfig) -> tuple[dict[str, list], list, Any]:
@@ -162,6 +161,7 @@ def run_train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         LearnedSegmenter,
         SegDataset,
         SegModule,
+        annotation_offset,
         build_augment,
         load_arrays,
         load_weights,
@@ -212,7 +212,10 @@ def run_train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "best_val_dice": best})
         log.info("trained %d epochs in %.0fs, best val Dice (working size) %.4f", epochs, train_seconds, best)
 
-        weights = save_weights(run_dir / WEIGHTS_NAME, module.net.cpu(), work_hw, trained_on, config=plain)
+        offset = annotation_offset(kept_tr)
+        mlflow.log_metric("hc_offset_px", offset)
+        weights = save_weights(run_dir / WEIGHTS_NAME, module.net.cpu(), work_hw, trained_on, config=plain,
+                               hc_offset_px=offset)
         mlflow.log_artifact(str(weights), artifact_path="model")
         if cfg.register_as:
             version = register(str(cfg.register_as), run)

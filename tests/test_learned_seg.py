@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
-import mlflow
 import numpy as np
 import pytest
 import torch
@@ -51,16 +51,18 @@ def test_letterbox_round_trip_keeps_aspect():
     assert dice(back, img > 0.5) > 0.98
 
 
-def test_ellipse_fit_ignores_a_blob():
+def test_ellipse_fit_ignores_a_leak():
+    """A tenth of the border bulging 15 % outwards (a leak into neighbouring tissue) hardly moves the fit."""
     true = HeadEllipse(200, 150, 120, 80, 30)
-    t = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    t = np.linspace(0, 2 * np.pi, 1200, endpoint=False)
+    k = 1 + 0.15 * (t < 0.2 * np.pi)
     c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
-    x = true.cx + 120 * np.cos(t) * c - 80 * np.sin(t) * s
-    y = true.cy + 120 * np.cos(t) * s + 80 * np.sin(t) * c
-    pts = np.stack([x, y], 1)
-    pts[:40] += 25.0  # a leak into neighbouring tissue on 10 % of the border
+    x = true.cx + true.a * k * np.cos(t) * c - true.b * k * np.sin(t) * s
+    y = true.cy + true.a * k * np.cos(t) * s + true.b * k * np.sin(t) * c
+    pts = np.stack([x, y], 1) + np.random.default_rng(0).normal(0, 0.5, (len(t), 2))
     e = fit_head_ellipse(pts)
-    assert abs(e.circumference_px() - true.circumference_px()) < 0.01 * true.circumference_px()
+    assert abs(e.circumference_px() - true.circumference_px()) < 0.003 * true.circumference_px()
+    assert abs(e.cx - true.cx) < 1 and abs(e.cy - true.cy) < 1
 
 
 def test_split_is_seeded_disjoint_and_grouped(hc18_root):
@@ -87,27 +89,27 @@ def tiny_cfg(hc18_root, extra=()):
 
 @pytest.fixture(scope="module")
 def trained(hc18_root, tmp_path_factory):
-    """One tiny train-seg run (module-scoped: the slow part), with its config and summary."""
+    """One tiny train-seg run (module-scoped: the slow part): its MLflow store URI, summary and run folder."""
     out = tmp_path_factory.mktemp("seg")
     mp = pytest.MonkeyPatch()
     mp.setenv("FBAD_OUTPUTS", str(out / "outputs"))
     try:
         cfg = tiny_cfg(hc18_root, ["register_as=head_seg"])
+        uri = cfg.paths.mlflow_uri  # follows FBAD_OUTPUTS, so read it while that is set
         summary = run_train_seg(cfg, out / "run")
     finally:
         mp.undo()
-    return cfg, summary, out / "run"
+    return SimpleNamespace(uri=uri, summary=summary, run_dir=out / "run", outputs=out / "outputs")
 
 
 def test_train_seg_writes_weights_and_mlflow_run(trained):
-    cfg, summary, run_dir = trained
-    assert cfg.paths.mlflow_uri.startswith("sqlite:///") and "outputs" in cfg.paths.mlflow_uri
+    summary, run_dir = trained.summary, trained.run_dir
+    assert trained.uri == f"sqlite:///{trained.outputs}/mlflow.db" and (trained.outputs / "mlflow.db").is_file()
     bundle = load_weights(run_dir / "segmenter.pt")
     assert bundle["work_size"] == [48, 72]
     assert all(isinstance(v, torch.Tensor) for v in bundle["state_dict"].values())
     assert bundle["trained_on"] and all(n.endswith("_HC.png") for n in bundle["trained_on"])
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    client = MlflowClient()
+    client = MlflowClient(trained.uri)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "train-seg"
@@ -122,9 +124,8 @@ def test_train_seg_writes_weights_and_mlflow_run(trained):
 
 
 def test_weights_load_by_path_run_uri_and_registry(trained, hc18_root):
-    cfg, summary, run_dir = trained
+    summary, run_dir, uri = trained.summary, trained.run_dir, trained.uri
     img = cv2.imread(str(hc18_root / "images" / "003_HC.png"), cv2.IMREAD_GRAYSCALE)
-    uri = cfg.paths.mlflow_uri
     by_path = learned_from_params(str(run_dir / "segmenter.pt"))
     by_run = learned_from_params(f"runs:/{summary['run_id']}/model/segmenter.pt", tracking_uri=uri)
     by_version = learned_from_params("models:/head_seg/1", tracking_uri=uri)
@@ -138,13 +139,12 @@ def test_weights_load_by_path_run_uri_and_registry(trained, hc18_root):
 @pytest.mark.parametrize("bad", ["runs:/0123456789abcdef/model/segmenter.pt", "models:/no_such_model/3",
                                  "/no/such/segmenter.pt"])
 def test_bad_weights_source_is_a_clear_error(trained, bad):
-    cfg = trained[0]
     with pytest.raises(FileNotFoundError, match="segmentation weights"):
-        learned_from_params(bad, tracking_uri=cfg.paths.mlflow_uri)
+        learned_from_params(bad, tracking_uri=trained.uri)
 
 
 def test_segmenter_fails_cleanly_without_a_head(trained):
-    seg = learned_from_params(str(trained[2] / "segmenter.pt"))
+    seg = learned_from_params(str(trained.run_dir / "segmenter.pt"))
     for img in (np.zeros((540, 800), np.uint8), np.zeros((3, 3), np.uint8)):
         res = seg(img)
         assert res.failed and res.reason and res.ellipse is None

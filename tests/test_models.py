@@ -24,6 +24,15 @@ from fbad.models import (
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids OpenMP sync overhead that dominates on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _blobs(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """Smooth random images in [0, 1]: something with structure for an AE to learn."""
     g = torch.Generator().manual_seed(seed)

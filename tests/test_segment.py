@@ -134,8 +134,9 @@ def test_fill_outline_of_a_drawn_ellipse():
     assert np.array_equal(fill_outline(filled.astype(np.uint8) * 255), filled)  # filled masks pass through
     cut = np.zeros((300, 400), np.uint8)
     cv2.ellipse(cut, (200, 60), (120, 80), 0, 0, 360, 255, 1)  # leaves the frame at the top: not closed
-    assert fill_outline(cut).sum() == pytest.approx(ellipse_mask((300, 400), HeadEllipse(200, 60, 120, 80, 0)).sum(),
-                                                    rel=0.03)
+    assert fill_outline(cut).sum() == pytest.approx(
+        ellipse_mask((300, 400), HeadEllipse(200, 60, 120, 80, 0)).sum(), rel=0.03
+    )
 
 
 def test_segmentation_metrics_dict():
@@ -287,8 +288,6 @@ def test_ellipse_on_phantoms():
     assert np.mean(dices) >= 0.97, dices
 
 
-
-
 @pytest.mark.skipif(not HC18.exists(), reason="HC18 sample not available")
 def test_ellipse_on_real_hc18_images():
     with open(HC18 / "training_set_pixel_size_and_HC.csv", newline="") as fh:
@@ -298,8 +297,9 @@ def test_ellipse_on_real_hc18_images():
         img = cv2.imread(str(HC18 / "images" / row["filename"]), cv2.IMREAD_GRAYSCALE)
         ann = cv2.imread(str(HC18 / "images" / row["filename"].replace(".png", "_Annotation.png")), 0)
         res = segment(img, "ellipse")
-        m = segmentation_metrics(res, fill_outline(ann), float(row["pixel size(mm)"]),
-                                 float(row["head circumference (mm)"]))
+        m = segmentation_metrics(
+            res, fill_outline(ann), float(row["pixel size(mm)"]), float(row["head circumference (mm)"])
+        )
         scores.append(m["dice"])
     assert len(scores) == 5
     assert np.mean(scores) >= 0.85, dict(zip([r["filename"] for r in rows], scores, strict=True))

@@ -130,6 +130,9 @@ def ellipse_mask(shape: tuple[int, int], e: HeadEllipse) -> np.ndarray:
 def scale_ellipse(e: HeadEllipse, factor: float, offset: float = 0.0) -> HeadEllipse:
     """Ellipse in another resolution (`factor`), optionally grown by `offset` px along both axes first."""
     return HeadEllipse(
-        (e.cx + 0.5) * factor - 0.5, (e.cy + 0.5) * factor - 0.5, (e.a + offset) * factor, (e.b + offset) * factor,
+        (e.cx + 0.5) * factor - 0.5,
+        (e.cy + 0.5) * factor - 0.5,
+        (e.a + offset) * factor,
+        (e.b + offset) * factor,
         e.angle_deg,
     )

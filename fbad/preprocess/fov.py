@@ -100,7 +100,11 @@ def overlay_mask(
 
 
 def _overlay_u8(
-    gray: np.ndarray, fov: np.ndarray | None, stroke_px: int, min_contrast: float, min_level: float,
+    gray: np.ndarray,
+    fov: np.ndarray | None,
+    stroke_px: int,
+    min_contrast: float,
+    min_level: float,
     max_extent: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Overlay mask (uint8 0/1) and the grey opening: the image with thin bright strokes taken out.

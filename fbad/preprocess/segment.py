@@ -231,8 +231,10 @@ def _distinct_top(cx, cy, a, b, score: np.ndarray, k: int, pool: int = 64) -> np
     top = np.argsort(-score)[:pool]
     x, y, aa, bb = cx[top], cy[top], a[top], b[top]
     tol = 0.15 * aa[:, None]
-    close = (np.hypot(x[:, None] - x[None], y[:, None] - y[None]) < tol) & (np.abs(aa[:, None] - aa[None]) < tol) & (
-        np.abs(bb[:, None] - bb[None]) < tol
+    close = (
+        (np.hypot(x[:, None] - x[None], y[:, None] - y[None]) < tol)
+        & (np.abs(aa[:, None] - aa[None]) < tol)
+        & (np.abs(bb[:, None] - bb[None]) < tol)
     )
     chosen: list[int] = []
     suppressed = np.zeros(len(top), bool)
@@ -353,8 +355,8 @@ def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] |
     # Points are drawn in proportion to their ridge strength (inverse-CDF sampling).
     rng = np.random.default_rng(p.seed)
     cdf = np.cumsum(wts)
-    k = 3 if p.tangents else 5
-    idx = np.minimum(np.searchsorted(cdf, rng.random((p.hypotheses, k)) * cdf[-1]), len(xs) - 1)
+    n_min = 3 if p.tangents else 5
+    idx = np.minimum(np.searchsorted(cdf, rng.random((p.hypotheses, n_min)) * cdf[-1]), len(xs) - 1)
     if p.tangents:
         coef, ox, oy = conics_through_tangents(pts[0][idx], pts[1][idx], -pts[4][idx[:, :2]], pts[3][idx[:, :2]])
     else:
@@ -372,16 +374,16 @@ def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] |
     e = tuple(v[order] for v in (cx, cy, a, b, th))
     for tol in np.linspace(3.0, 1.5, p.refine_iters):
         e = _refit(e, pts, tol)
-    score = score_ellipses(m, e, p)
+    score = _score_ellipses(m, e, p)
     # the skull is the outermost ring: a candidate with a parallel ring just outside it is an inner structure
     cx, cy, a, b, th = e
-    outer = np.max([score_ellipses(m, (cx, cy, a * k, b * k, th), p, priors=False) for k in (1.1, 1.2)], axis=0)
+    outer = np.max([_score_ellipses(m, (cx, cy, a * k, b * k, th), p, priors=False) for k in (1.1, 1.2)], axis=0)
     rank = score - p.outer_penalty * outer
     i = int(np.argmax(rank))
     return tuple(float(v[i]) for v in e), float(score[i])
 
 
-def score_ellipses(m: _WorkMaps, e: tuple[np.ndarray, ...], p: EllipseParams, priors: bool = True) -> np.ndarray:
+def _score_ellipses(m: _WorkMaps, e: tuple[np.ndarray, ...], p: EllipseParams, priors: bool = True) -> np.ndarray:
     """Final score of ellipses (cx, cy, a, b, theta) at working resolution; 0 where the priors fail."""
     h, w = m.g.shape
     sup, ins = _support(*sample_ellipses(*e, 2 * p.samples), m, m.rn)
@@ -424,8 +426,11 @@ def segment_ellipse(img: np.ndarray, params: EllipseParams | None = None) -> Seg
 
     distinct = _distinctiveness(maps, best)
     if distinct < p.min_distinct:
-        return _failure((H, W), f"no head found: best ellipse no stronger than background ridges "
-                                f"(distinctiveness {distinct:.2f} < {p.min_distinct})")
+        return _failure(
+            (H, W),
+            f"no head found: best ellipse no stronger than background ridges "
+            f"(distinctiveness {distinct:.2f} < {p.min_distinct})",
+        )
 
     off, thick = _outer_offset(maps.g, best, maps.rn) if p.outer_edge else (0.0, 2.0)
     cx0, cy0, a0, b0, th0 = best
@@ -433,16 +438,29 @@ def segment_ellipse(img: np.ndarray, params: EllipseParams | None = None) -> Seg
     ellipse = scale_ellipse(e_work, 1.0 / maps.f, offset=off)
     head = ellipse_mask((H, W), ellipse)
     t_full = max(thick / maps.f, 2.0)
-    inner = ellipse_mask((H, W), HeadEllipse(ellipse.cx, ellipse.cy, max(ellipse.a - t_full, 1.0),
-                                             max(ellipse.b - t_full, 1.0), ellipse.angle_deg))
+    inner = ellipse_mask(
+        (H, W),
+        HeadEllipse(
+            ellipse.cx, ellipse.cy, max(ellipse.a - t_full, 1.0), max(ellipse.b - t_full, 1.0), ellipse.angle_deg
+        ),
+    )
     band = head & ~inner
     gray = cleaned.image
     skull = band & (gray >= np.median(gray[band])) if band.any() else band
     # 0 at the failure thresholds, 1 for a clearly supported and distinct ring (typical of HC18 heads)
-    conf = float(np.clip((best_score - p.min_support) / (0.7 - p.min_support), 0, 1)
-                 * np.clip((distinct - p.min_distinct) / 1.5, 0, 1))
-    return SegmentationResult(ellipse, head, skull, inner, conf, False,
-                              extra={"support": best_score, "distinctiveness": distinct, "thickness_px": t_full})
+    conf = float(
+        np.clip((best_score - p.min_support) / (0.7 - p.min_support), 0, 1)
+        * np.clip((distinct - p.min_distinct) / 1.5, 0, 1)
+    )
+    return SegmentationResult(
+        ellipse,
+        head,
+        skull,
+        inner,
+        conf,
+        False,
+        extra={"support": best_score, "distinctiveness": distinct, "thickness_px": t_full},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ registry

@@ -28,6 +28,7 @@ needing a hand-drawn homogeneous region; the exponential decay then follows from
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ _MIN_MEAN = 0.05  # blocks darker than this (scanner background) do not vote for
 _CPU_CHUNK = 1 << 18  # pixels per eager CPU chunk: a few batch-sized temporaries stay in L2
 
 
-def _q0_schedule(q0: float | np.ndarray, decay: float, dt: float, k: int):
+def _q0_schedule(q0: float | torch.Tensor, decay: float, dt: float, k: int):
+    """q0(t) = q0 exp(-decay t) at t = k dt."""
     return q0 * math.exp(-decay * k * dt)
 
 
@@ -56,6 +58,8 @@ def _median(v: torch.Tensor) -> torch.Tensor:
 
 def estimate_q0_torch(x: torch.Tensor) -> torch.Tensor:
     """Per-image speckle scale of a (B, H, W) batch: median std/mean over bright 5x5 blocks."""
+    if min(x.shape[1:]) < _WIN:  # no whole block: nothing to estimate from (fallback as below)
+        return x.new_full((x.shape[0],), 0.1)
     mean = F.avg_pool2d(x[:, None], _WIN)[:, 0]  # non-overlapping blocks, remainder cropped
     sq = F.avg_pool2d((x * x)[:, None], _WIN)[:, 0]
     cv = (sq - mean * mean).clamp_min(0).sqrt() / mean.clamp_min(EPS)
@@ -118,6 +122,25 @@ def _replicate_borders(p: torch.Tensor) -> None:
     p[:, :, -2:] = p[:, :, -3:-2]
 
 
+@contextmanager
+def _one_thread(active: bool):
+    """Run cache-sized eager chunks on one intra-op thread (restored afterwards).
+
+    Each eager op on a chunk lasts ~0.1 ms, too short for OpenMP's fork/join to pay off; on a busy
+    machine (other processes, or a process pool with as many torch threads as cores each) the
+    threads' barrier waits made SRAD 30-250x slower in our measurements. torch's thread count is
+    process-wide, so a concurrent torch call in another thread sees it too while this runs.
+    """
+    before = torch.get_num_threads()
+    if active and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 _compiled_step = None
 
 
@@ -157,8 +180,9 @@ def srad(
     numpy in -> float32 numpy out; a tensor stays on its device (float64 stays float64, other dtypes
     become float32). dt <= 1 keeps the explicit update stable (c <= 1). `compile=True` fuses each
     step into one vectorised kernel with torch.compile (needs a C++ compiler on CPU; the first call
-    per shape pays the compilation, so it pays off for large batches). Eager mode on CPU runs the
-    batch in chunks of about 2^18 pixels, which keeps the temporaries in cache.
+    per shape pays the compilation, so it pays off for large batches; its kernels use torch's
+    threads). Eager mode on CPU runs the batch in chunks of about 2^18 pixels on one thread, which
+    keeps the temporaries in cache and avoids OpenMP stalls on a busy machine.
     """
     if iterations < 0 or dt <= 0 or decay < 0 or (q0 is not None and q0 <= 0):
         raise ValueError(f"srad: need iterations >= 0, dt > 0, decay >= 0, q0 > 0 or None "
@@ -170,10 +194,11 @@ def srad(
     single = x.ndim == 2
     x = x[None] if single else x
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    with torch.no_grad():
+    eager_cpu = not compile and x.device.type == "cpu"
+    with torch.no_grad(), _one_thread(eager_cpu):
         base = estimate_q0_torch(x) if q0 is None else x.new_full((x.shape[0],), float(q0))
         step = _step_fn(compile)
-        chunk = x.shape[0] if compile or x.device.type != "cpu" else max(1, _CPU_CHUNK // x[0].numel())
+        chunk = max(1, _CPU_CHUNK // x[0].numel()) if eager_cpu else x.shape[0]
         out = torch.cat([_diffuse(xc, qc, iterations, dt, decay, step)
                          for xc, qc in zip(x.split(chunk), base.split(chunk), strict=True)])
     out = out[0] if single else out
