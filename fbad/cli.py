@@ -9,6 +9,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "data": ("fbad.data.__main__", "data phantom|index|fetch: generate, index or download datasets"),
     "train": ("fbad.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
+    "train-seg": ("fbad.train_seg", "train the learned head segmenter (U-Net) on head annotations"),
     "eval-seg": ("fbad.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
     "eval-enhance": ("fbad.eval_enhance", "measure enhancement against the phantom's noise-free images"),
 }

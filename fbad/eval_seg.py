@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> float:
     if len(skipped):
         skipped.write(out)
 
-    setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
+    setup_experiment(cfg.paths.mlflow_uri, cfg.logger.experiment, cfg.paths.mlflow_artifacts)
     with mlflow.start_run(run_name=f"{cfg.segmentation.name}@{cfg.dataset.name}"):
         log_params(flat_params({"dataset": cfg.dataset, "segmentation": cfg.segmentation, "limit": cfg.limit}))
         mlflow.set_tags({"fbad.command": "eval-seg", "git_commit": git_commit()})

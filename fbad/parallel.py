@@ -20,8 +20,11 @@ _FN: Callable[[Any], Any] | None = None
 def _init(fn: Callable[[Any], Any]) -> None:
     global _FN
     import cv2
+    import torch
 
+    # one process per core: threads inside a worker only fight the other workers
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
     _FN = fn
 
 

@@ -320,7 +320,10 @@ def net_from_bundle(bundle: Mapping[str, Any]) -> UNet:
 def _ellipse_from_points(xy: np.ndarray) -> HeadEllipse | None:
     if len(xy) < 6:
         return None
-    (cx, cy), (d1, d2), ang = cv2.fitEllipse(xy.astype(np.float32))
+    try:
+        (cx, cy), (d1, d2), ang = cv2.fitEllipse(xy.astype(np.float32))
+    except cv2.error:  # degenerate point sets (all on a line)
+        return None
     if not all(map(math.isfinite, (cx, cy, d1, d2, ang))) or min(d1, d2) <= 1.0:
         return None
     return HeadEllipse(float(cx), float(cy), float(d1 / 2), float(d2 / 2), float(ang) % 180.0)

@@ -148,7 +148,22 @@ def register(name: str, run: Any) -> str:
 
 
 def run_train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Train, save, evaluate and log one segmenter; returns the summary metrics (held-out `dice_mean`, ...)."""
+    """Train, save, evaluate and log one segmenter; returns the summary metrics (held-out `dice_mean`, ...).
+
+    Uses `cfg.threads` torch threads meanwhile (restored after), the rest of the process is left as it was.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        return _train_seg(cfg, run_dir)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import mlflow
     import pytorch_lightning as pl
     import torch
@@ -170,8 +185,6 @@ def run_train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     work_hw = (int(cfg.work_size[0]), int(cfg.work_size[1]))
 

@@ -4,8 +4,8 @@ sanity check on synthetic ellipses."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import cv2
@@ -29,6 +29,17 @@ from fbad.segmentation_learned import (
     unletterbox,
 )
 from fbad.train_seg import run_train_seg
+
+
+@contextmanager
+def single_thread():
+    """Tiny tensors: one thread (a second one only waits on the shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("shape", [(64, 96), (61, 93), (160, 240), (33, 47)])
@@ -83,7 +94,8 @@ def test_split_is_seeded_disjoint_and_grouped(hc18_root):
 def tiny_cfg(hc18_root, extra=()):
     return compose("train_seg", [
         f"datasets.0.root={hc18_root}", "limit=7", "work_size=[48,72]", "model.widths=[4,8,16]",
-        "trainer.max_epochs=2", "data.batch_size=4", "progress=false", "early_stopping.patience=0", *extra,
+        "trainer.max_epochs=2", "data.batch_size=4", "progress=false", "early_stopping.patience=0", "threads=1",
+        *extra,
     ])
 
 
@@ -151,15 +163,25 @@ def test_segmenter_fails_cleanly_without_a_head(trained):
         assert res.head_mask.shape == img.shape and not res.head_mask.any()
 
 
-def test_train_seg_command_runs(hc18_root, tmp_path):
-    """The `fbad train-seg` entry point end to end, in a subprocess (Hydra app, run folder, exit status)."""
-    cmd = [sys.executable, "-m", "fbad.train_seg", f"datasets.0.root={hc18_root}", "limit=5",
-           "work_size=[32,48]", "model.widths=[4,8]", "trainer.max_epochs=1", "progress=false"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
+def test_train_seg_command_runs(hc18_root, tmp_path, monkeypatch, capsys):
+    """The `fbad train-seg` Hydra app end to end, as the command line calls it: run folder, printed summary."""
+    from fbad import train_seg
+
+    monkeypatch.setattr(sys, "argv", ["fbad train-seg", f"datasets.0.root={hc18_root}", "limit=5",
+                                      "work_size=[32,48]", "model.widths=[4,8]", "trainer.max_epochs=1",
+                                      "progress=false", "threads=1"])
+    train_seg.main()
     weights = list((tmp_path / "outputs" / "train_seg").glob("*/segmenter.pt"))
     assert len(weights) == 1
-    assert "runs:/" in out.stdout
+    assert "runs:/" in capsys.readouterr().out
+
+
+def test_train_seg_bad_root_is_a_clear_error(tmp_path, monkeypatch):
+    from fbad import train_seg
+
+    monkeypatch.setattr(sys, "argv", ["fbad train-seg", f"datasets.0.root={tmp_path / 'nowhere'}"])
+    with pytest.raises(SystemExit, match="fbad: error: .*nowhere"):
+        train_seg.main()
 
 
 def test_unet_overfits_synthetic_ellipses():
@@ -182,11 +204,12 @@ def test_unet_overfits_synthetic_ellipses():
     module = SegModule(widths=(8, 16, 32), schedule="constant")
     opt = torch.optim.Adam(module.parameters(), lr=1e-2)
     module.train()
-    for _ in range(120):
-        loss = module.loss(module(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with single_thread():
+        for _ in range(120):
+            loss = module.loss(module(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     module.eval()
     with torch.no_grad():
         pred = torch.sigmoid(module(x)).numpy()[:, 0] > 0.5

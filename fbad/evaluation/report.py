@@ -9,9 +9,11 @@ from rich.table import Table
 
 
 def print_metrics(metrics: Mapping[str, float], title: str) -> None:
-    table = Table(title=title)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    Console().print(table)
+    console = Console()
+    console.print(title, style="bold", soft_wrap=True)
+    console.print(table)

@@ -490,10 +490,17 @@ def _none_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResul
     return segment_none
 
 
+def _learned_from_params(**params: Any) -> Callable[[np.ndarray], SegmentationResult]:
+    from fbad.segmentation_learned import learned_from_params  # torch model: imported only when asked for
+
+    return learned_from_params(**params)
+
+
 METHODS: dict[str, Callable[..., Callable[[np.ndarray], SegmentationResult]]] = {
     "none": _none_from_params,
     "seed": _seed_from_params,
     "ellipse": _ellipse_from_params,
+    "learned": _learned_from_params,
 }
 
 
@@ -502,6 +509,11 @@ class _Guarded:
 
     def __init__(self, fn: Callable[[np.ndarray], SegmentationResult]):
         self.fn = fn
+
+    @property
+    def trained_on(self) -> set[str]:
+        """Images a learned method saw in training (eval-seg leaves them out); empty for the others."""
+        return set(getattr(self.fn, "trained_on", ()))
 
     def __call__(self, img: np.ndarray) -> SegmentationResult:
         gray = to_uint8(img)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -66,12 +67,15 @@ def ensure_phantom(
     if (root / INDEX_NAME).is_file():
         return root
     cfg = PhantomConfig(size=size, **_phantom_options(options))
-    tmp = root.with_name(root.name + ".partial")
+    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("generating phantom: %d images per plane at %dx%d, seed %d -> %s", n_per_plane, size, size, seed, root)
     write_phantom(tmp, n_per_plane=n_per_plane, cfg=cfg, seed=seed, workers=workers)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(root)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished the same phantom first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
