@@ -135,14 +135,15 @@ def load_arrays(records: Sequence[Record], work_hw: tuple[int, int]) -> tuple[np
             np.stack(masks) if masks else np.zeros((0, h, w), np.float32), kept, skipped)
 
 
-def build_augment(steps: Sequence[Mapping[str, Any]] | None) -> Callable[..., dict[str, Any]] | None:
-    """An albumentations pipeline from `_target_` configs (image + soft mask); None when there are no steps."""
+def build_augment(steps: Sequence[Mapping[str, Any]] | None, seed: int | None = None
+                  ) -> Callable[..., dict[str, Any]] | None:
+    """An albumentations pipeline from `_target_` configs (image + soft mask), seeded; None without steps."""
     if not steps:
         return None
     import albumentations as A
     from hydra.utils import instantiate
 
-    return A.Compose([instantiate(dict(s)) for s in steps])
+    return A.Compose([instantiate(dict(s)) for s in steps], seed=seed)
 
 
 def annotation_offset(records: Sequence[Record], max_images: int = 200) -> float:

@@ -217,7 +217,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         module = SegModule(widths=list(cfg.model.widths), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                            schedule=cfg.optim.schedule, bce_weight=cfg.loss.bce_weight,
                            dice_weight=cfg.loss.dice_weight)
-        augment = build_augment(OmegaConf.to_container(cfg.data.augment, resolve=True))
+        augment = build_augment(OmegaConf.to_container(cfg.data.augment, resolve=True), seed=int(cfg.seed))
         t0 = time.perf_counter()
         epochs, best = _fit(cfg, module, SegDataset(x_tr, y_tr, augment), SegDataset(x_va, y_va), run_dir,
                             run.info.run_id)
