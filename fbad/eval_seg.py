@@ -36,6 +36,16 @@ def main(cfg: DictConfig) -> float:
     if cfg.limit:
         records = records[: cfg.limit]
     seg_cfg = OmegaConf.to_container(cfg.segmentation, resolve=True)
+    from fbad.preprocess.segment import get_segmenter
+
+    seen = get_segmenter(seg_cfg).trained_on  # a learned segmenter is never judged on its own training images
+    before = len(records)
+    records = [r for r in records if r.path.name not in seen]
+    left_out = before - len(records)
+    if left_out:
+        log.info("left out %d images the segmenter trained or validated on", left_out)
+        if not records:
+            raise DatasetError("every annotated image was used to train this segmenter: nothing held out to judge")
     df, bad = evaluate_segmentation(records, seg_cfg, workers=cfg.workers, progress=cfg.progress)
     skipped = SkipLog(rows=read.skipped.rows + bad)
     summary = summarise(df)
@@ -51,7 +61,7 @@ def main(cfg: DictConfig) -> float:
         log_params(flat_params({"dataset": cfg.dataset, "segmentation": cfg.segmentation, "limit": cfg.limit}))
         mlflow.set_tags({"fbad.command": "eval-seg", "git_commit": git_commit()})
         mlflow.log_metrics({k: v for k, v in summary.items() if v == v})
-        mlflow.log_metric("images_skipped", len(skipped))
+        mlflow.log_metrics({"images_skipped": len(skipped), "images_left_out_trained_on": left_out})
         for name in ("per_image.csv", "summary.json", "overlays.png", "skipped.csv"):
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name))

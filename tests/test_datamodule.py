@@ -24,7 +24,7 @@ def test_per_plane_loaders(prepared):
     dm = PlaneDataModule(data, Plane.TRANS_CEREBELLUM, batch_size=4, augment=cfg.data.augment)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 1, 32, 32) and batch["image"].dtype == torch.float32
-    assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+    assert float(batch["image"].min()) >= 0.0 and float(batch["image"].max()) <= 1.0
     assert all(r.plane == Plane.TRANS_CEREBELLUM for split in dm.datasets.values() for r in split.records)
     assert all(r.label == Label.NORMAL for r in dm.datasets["train"].records)
     counts = data.counts()

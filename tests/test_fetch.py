@@ -228,3 +228,15 @@ def test_archive_placed_by_hand_is_verified_and_unpacked(tmp_path: Path) -> None
 def test_unknown_dataset_name(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="fetal_planes_db"):
         fetch("no_such_set", tmp_path)
+
+
+def test_fetch_command_downloads_unpacks_and_indexes(server, tmp_path: Path) -> None:
+    """`fbad data fetch fetal_planes_db url=…` as a user runs it, against the loopback server."""
+    from test_cli import fbad
+
+    url = _serve(server, _planes_zip())
+    proc = fbad("data", "fetch", "fetal_planes_db", f"url={url}", cwd=tmp_path)
+    root = tmp_path / "outputs" / "data" / "fetal_planes_db" / "FETAL_PLANES_ZENODO"
+    assert f"fetal_planes_db ready at {root}" in proc.stdout
+    assert "2 images, 0 skipped" in proc.stdout  # the two brain-plane images, indexed
+    assert (root / "fbad_index" / "index.csv").is_file()

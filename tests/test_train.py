@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+
 import mlflow
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
 
 def tiny(extra=(), small_model: bool = True):
     model = ["model.widths=[8,16]", "model.latent_dim=16"] if small_model else []
-    over = [*model, 
+    over = [*model,
         "dataset.n_per_plane=20", "dataset.size=96", "dataset.anomaly_fraction=0.5", "preprocess.image_size=32",
         "trainer.max_epochs=3", "progress=false",
         "++threshold.min_count=2", "data.batch_size=8", "data.preprocess_workers=1", "early_stopping.patience=0",

@@ -68,6 +68,8 @@ def main() -> None:
     sub, rest = args[0], args[1:]
     if sub == "fetch" and rest and "=" not in rest[0] and not rest[0].startswith("-"):
         rest = [f"name={rest[0]}", *rest[1:]]  # `fbad data fetch fetal_planes_db`
+    # a URL's '?' and '=' clash with Hydra's override grammar: quote it for the user
+    rest = [f"url='{a[4:]}'" if a.startswith("url=") and not a[4:].startswith(("'", '"')) else a for a in rest]
     sys.argv = [f"{sys.argv[0]} {sub}", *rest]
     SUBCOMMANDS[sub]()
 
