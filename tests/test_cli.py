@@ -59,3 +59,16 @@ def test_data_index_real_fpdb_lists_missing_images(tmp_path, fpdb_index):
 def test_data_index_bad_root_is_a_clear_error(tmp_path):
     proc = fbad("data", "index", "dataset=hc18", f"dataset.root={tmp_path / 'nowhere'}", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "dataset root not found" in proc.stderr
+
+
+def test_train_multirun_logs_one_run_per_job(tmp_path):
+    import mlflow
+
+    fbad("train", "-m", "dataset.n_per_plane=12", "dataset.size=96", "preprocess.image_size=32",
+         "model.widths=[8,16]", "model.latent_dim=8,16", "trainer.max_epochs=1", "planes=[trans_thalamic]",
+         "progress=false", "++threshold.min_count=2", cwd=tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["fbad"])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert sorted(parents["params.model.latent_dim"]) == ["16", "8"]
+    assert set(runs.status) == {"FINISHED"} and len(runs) == 4
