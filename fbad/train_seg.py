@@ -85,8 +85,10 @@ def evaluate_held_out(seg: Any, records: list) -> tuple[Any, list[tuple[str, str
     return pd.DataFrame(rows), bad
 
 
-def _fit(cfg: DictConfig, module: Any, train_ds: Any, val_ds: Any, run_dir: Path, run_id: str) -> tuple[int, float]:
-    """Lightning fit with early stopping on val_dice; the best epoch's weights are put back into `module`."""
+def _fit(cfg: DictConfig, module: Any, train_ds: Any, val_ds: Any, run_dir: Path,
+         run_id: str) -> tuple[int, int, float]:
+    """Lightning fit (optionally early-stopped on val_dice); the best val_dice epoch's weights are put back into
+    `module`. Returns (epochs run, best epoch, best val_dice)."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import EarlyStopping
@@ -130,7 +132,7 @@ def _fit(cfg: DictConfig, module: Any, train_ds: Any, val_ds: Any, run_dir: Path
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
     if keep.state is not None:
         module.net.load_state_dict(keep.state)
-    return trainer.current_epoch, keep.best
+    return trainer.current_epoch, keep.epoch, keep.best
 
 
 def register(name: str, run: Any) -> str:
@@ -219,11 +221,13 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                            dice_weight=cfg.loss.dice_weight)
         augment = build_augment(OmegaConf.to_container(cfg.data.augment, resolve=True), seed=int(cfg.seed))
         t0 = time.perf_counter()
-        epochs, best = _fit(cfg, module, SegDataset(x_tr, y_tr, augment), SegDataset(x_va, y_va), run_dir,
-                            run.info.run_id)
+        epochs, best_epoch, best = _fit(cfg, module, SegDataset(x_tr, y_tr, augment), SegDataset(x_va, y_va),
+                                        run_dir, run.info.run_id)
         train_seconds = time.perf_counter() - t0
-        mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "best_val_dice": best})
-        log.info("trained %d epochs in %.0fs, best val Dice (working size) %.4f", epochs, train_seconds, best)
+        mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "best_epoch": best_epoch,
+                            "best_val_dice": best})
+        log.info("trained %d epochs in %.0fs, kept epoch %d: val Dice (working size) %.4f", epochs, train_seconds,
+                 best_epoch, best)
 
         offset = annotation_offset(kept_tr)
         mlflow.log_metric("hc_offset_px", offset)
