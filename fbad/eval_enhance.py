@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -16,13 +15,11 @@ from fbad.errors import report_user_errors
 @report_user_errors
 def main(cfg: DictConfig) -> float:
     import cv2
-    import mlflow
 
     from fbad.data.imageio import SkipLog
     from fbad.data.readers import DatasetError, read_dataset
     from fbad.evaluation.enhancement import EnhanceEval, before_after_grid, evaluate_enhancement, summarise
-    from fbad.evaluation.report import print_metrics
-    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
+    from fbad.evaluation.report import print_metrics, save_and_log
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,20 +32,9 @@ def main(cfg: DictConfig) -> float:
     df, bad = evaluate_enhancement(records, ops, workers=cfg.workers, progress=cfg.progress)
     skipped = SkipLog(rows=read.skipped.rows + bad)
     summary = summarise(df)
-    df.to_csv(out / "per_image.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     cv2.imwrite(str(out / "before_after.png"), before_after_grid(records, EnhanceEval(ops), cfg.grid_images))
-    if len(skipped):
-        skipped.write(out)
-
-    setup_experiment(cfg.paths.mlflow_uri, cfg.logger.experiment, cfg.paths.mlflow_artifacts)
-    with mlflow.start_run(run_name=f"{cfg.enhancement.name}@{cfg.dataset.name}"):
-        log_params(flat_params({"dataset": cfg.dataset, "enhancement": cfg.enhancement}))
-        mlflow.set_tags({"fbad.command": "eval-enhance", "git_commit": git_commit()})
-        mlflow.log_metrics({k: v for k, v in summary.items() if v == v})
-        for name in ("per_image.csv", "summary.json", "before_after.png", "skipped.csv"):
-            if (out / name).is_file():
-                mlflow.log_artifact(str(out / name))
+    save_and_log(cfg, "eval-enhance", f"{cfg.enhancement.name}@{cfg.dataset.name}",
+                 {"dataset": cfg.dataset, "enhancement": cfg.enhancement}, summary, df, skipped)
     print_metrics(summary, title=f"eval-enhance: {cfg.enhancement.name} on {cfg.dataset.name} "
                                  f"({len(df)} images, {len(skipped)} skipped)")
     print(f"per-image metrics: {out / 'per_image.csv'}; before/after: {out / 'before_after.png'}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,13 +18,11 @@ log = logging.getLogger("fbad.eval_seg")
 @report_user_errors
 def main(cfg: DictConfig) -> float:
     import cv2
-    import mlflow
 
     from fbad.data.imageio import SkipLog
     from fbad.data.readers import DatasetError, read_dataset
-    from fbad.evaluation.report import print_metrics
+    from fbad.evaluation.report import print_metrics, save_and_log
     from fbad.evaluation.segmentation import evaluate_segmentation, has_truth, overlay_grid, summarise
-    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,22 +46,11 @@ def main(cfg: DictConfig) -> float:
     df, bad = evaluate_segmentation(records, seg_cfg, workers=cfg.workers, progress=cfg.progress)
     skipped = SkipLog(rows=read.skipped.rows + bad)
     summary = summarise(df)
-    df.to_csv(out / "per_image.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     grid = overlay_grid(df, records, k=cfg.grid_cases)
     cv2.imwrite(str(out / "overlays.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if len(skipped):
-        skipped.write(out)
-
-    setup_experiment(cfg.paths.mlflow_uri, cfg.logger.experiment, cfg.paths.mlflow_artifacts)
-    with mlflow.start_run(run_name=f"{cfg.segmentation.name}@{cfg.dataset.name}"):
-        log_params(flat_params({"dataset": cfg.dataset, "segmentation": cfg.segmentation, "limit": cfg.limit}))
-        mlflow.set_tags({"fbad.command": "eval-seg", "git_commit": git_commit()})
-        mlflow.log_metrics({k: v for k, v in summary.items() if v == v})
-        mlflow.log_metrics({"images_skipped": len(skipped), "images_left_out_trained_on": left_out})
-        for name in ("per_image.csv", "summary.json", "overlays.png", "skipped.csv"):
-            if (out / name).is_file():
-                mlflow.log_artifact(str(out / name))
+    save_and_log(cfg, "eval-seg", f"{cfg.segmentation.name}@{cfg.dataset.name}",
+                 {"dataset": cfg.dataset, "segmentation": cfg.segmentation, "limit": cfg.limit}, summary, df, skipped,
+                 {"images_left_out_trained_on": left_out})
     print_metrics(summary, title=f"eval-seg: {cfg.segmentation.name} on {cfg.dataset.name} "
                                  f"({len(df)} images, {len(skipped)} skipped)")
     print(f"per-image metrics: {out / 'per_image.csv'}; overlays: {out / 'overlays.png'}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,3 +19,28 @@ def print_metrics(metrics: Mapping[str, float], title: str) -> None:
     console = Console()
     console.print(title, style="bold", soft_wrap=True)
     console.print(table)
+
+
+def save_and_log(cfg: Any, command: str, run_name: str, params: Mapping[str, Any], summary: Mapping[str, float],
+                 per_image: Any, skipped: Any, extra_metrics: Mapping[str, float] | None = None) -> None:
+    """The eval commands' shared ending: files under cfg.out, one MLflow run with metrics and files."""
+    import json
+
+    import mlflow
+
+    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
+
+    out = Path(cfg.out)
+    per_image.to_csv(out / "per_image.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(dict(summary), indent=2))
+    if len(skipped):
+        skipped.write(out)
+    setup_experiment(cfg.paths.mlflow_uri, cfg.logger.experiment, cfg.paths.mlflow_artifacts)
+    with mlflow.start_run(run_name=run_name):
+        log_params(flat_params(dict(params)))
+        mlflow.set_tags({"fbad.command": command, "git_commit": git_commit()})
+        mlflow.log_metrics({k: v for k, v in summary.items() if v == v})  # NaN: undefined, left out
+        mlflow.log_metrics({"images_skipped": len(skipped), **(extra_metrics or {})})
+        for path in sorted(out.iterdir()):
+            if path.suffix in (".csv", ".json", ".png"):
+                mlflow.log_artifact(str(path))
