@@ -87,8 +87,9 @@ def evaluate_held_out(seg: Any, records: list) -> tuple[Any, list[tuple[str, str
 
 def _fit(cfg: DictConfig, module: Any, train_ds: Any, val_ds: Any, run_dir: Path,
          run_id: str) -> tuple[int, int, float]:
-    """Lightning fit (optionally early-stopped on val_dice); the best val_dice epoch's weights are put back into
-    `module`. Returns (epochs run, best epoch, best val_dice)."""
+    """Lightning fit (optionally early-stopped on val_dice). With `keep: best` the best val_dice epoch's weights
+    are put back into `module`, with `keep: last` the final ones stay. Returns (epochs run, kept epoch, its
+    monitored value)."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import EarlyStopping
@@ -130,8 +131,12 @@ def _fit(cfg: DictConfig, module: Any, train_ds: Any, val_ds: Any, run_dir: Path
                          default_root_dir=str(run_dir), enable_progress_bar=bool(cfg.progress),
                          num_sanity_val_steps=0, enable_model_summary=False)
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
-    if keep.state is not None:
-        module.net.load_state_dict(keep.state)
+    if cfg.keep == "last" or keep.state is None:
+        last = trainer.callback_metrics.get(monitor)
+        return trainer.current_epoch, trainer.current_epoch - 1, float("nan") if last is None else float(last)
+    if cfg.keep != "best":
+        raise ValueError(f"keep={cfg.keep!r}: expected best or last")
+    module.net.load_state_dict(keep.state)
     return trainer.current_epoch, keep.epoch, keep.best
 
 
@@ -224,10 +229,10 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         epochs, best_epoch, best = _fit(cfg, module, SegDataset(x_tr, y_tr, augment), SegDataset(x_va, y_va),
                                         run_dir, run.info.run_id)
         train_seconds = time.perf_counter() - t0
-        mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "best_epoch": best_epoch,
-                            "best_val_dice": best})
-        log.info("trained %d epochs in %.0fs, kept epoch %d: val Dice (working size) %.4f", epochs, train_seconds,
-                 best_epoch, best)
+        mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "kept_epoch": best_epoch,
+                            "kept_val_dice": best})
+        log.info("trained %d epochs in %.0fs, kept epoch %d (%s): val Dice (working size) %.4f", epochs,
+                 train_seconds, best_epoch, cfg.keep, best)
 
         offset = annotation_offset(kept_tr)
         mlflow.log_metric("hc_offset_px", offset)
@@ -237,7 +242,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         if cfg.register_as:
             version = register(str(cfg.register_as), run)
             log.info("registered as models:/%s/%s", cfg.register_as, version)
-        summary: dict[str, float] = {"train_seconds": train_seconds, "best_val_dice": best}
+        summary: dict[str, float] = {"train_seconds": train_seconds, "kept_epoch": best_epoch, "kept_val_dice": best}
         if splits["test"]:
             device = "cuda" if cfg.trainer.get("accelerator") == "gpu" and torch.cuda.is_available() else "cpu"
             seg = LearnedSegmenter(load_weights(weights), device=device, **cfg.inference)
@@ -268,7 +273,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 @report_user_errors
 def main(cfg: DictConfig) -> float:
     summary = run_train_seg(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return float(summary.get("dice_mean", summary.get("best_val_dice", 0.0)))
+    return float(summary.get("dice_mean", summary.get("kept_val_dice", 0.0)))
 
 
 if __name__ == "__main__":
