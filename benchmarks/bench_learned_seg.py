@@ -58,7 +58,8 @@ def main() -> None:
         "learned (head = network mask)": learned_from_params(args.weights, tracking_uri=args.tracking_uri,
                                                              head_mask="network"),
         "learned + flip TTA": learned_from_params(args.weights, tracking_uri=args.tracking_uri, tta=True),
-        "learned, no HC offset": learned_from_params(args.weights, tracking_uri=args.tracking_uri, hc_offset_px=0.0),
+        "learned, uncalibrated borders": learned_from_params(args.weights, tracking_uri=args.tracking_uri,
+                                                             calibrate=False),
         "reference: ellipse (training-free)": get_segmenter({"name": "ellipse"}),
     }
     print(f"{'variant':<38} {'dice':>7} {'hd_mm':>7} {'hc_err_mm':>10} {'fail':>6} {'s/img':>7}")

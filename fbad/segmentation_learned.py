@@ -146,29 +146,6 @@ def build_augment(steps: Sequence[Mapping[str, Any]] | None, seed: int | None = 
     return A.Compose([instantiate(dict(s)) for s in steps], seed=seed)
 
 
-def annotation_offset(records: Sequence[Record], max_images: int = 200) -> float:
-    """How far (input px, median) the border of the filled head annotation lies outside the ellipse whose
-    circumference is the reference HC -- e.g. half the width of HC18's drawn outline (about 1.3 px).
-
-    The network learns the filled region, so its fitted ellipse is shrunk by this much for the reported
-    HC. Measured on training images that carry a reference HC (`extra["hc_mm"]`) and a pixel size; 0.0 when
-    none does.
-    """
-    from fbad.evaluation.segmentation import true_head_mask
-
-    offsets = []
-    for r in [r for r in records if r.extra.get("hc_mm") and r.pixel_size_mm][:max_images]:
-        try:
-            mask = true_head_mask(r, read_gray(r.path).shape)
-        except BadImageError:
-            continue
-        contours = find_contours(mask.astype(np.float32), 0.5)
-        e = fit_head_ellipse(max(contours, key=len)[:, ::-1]) if contours else None
-        if e is not None:
-            offsets.append((e.circumference_px() - r.extra["hc_mm"] / r.pixel_size_mm) / (2 * np.pi))
-    return float(np.median(offsets)) if offsets else 0.0
-
-
 class SegDataset(torch.utils.data.Dataset):
     """Working-frame (image, soft mask) pairs, augmented on the fly."""
 
@@ -251,21 +228,29 @@ class SegModule(pl.LightningModule):
 # ---------------------------------------------------------------------------------------- weights
 
 
-def save_weights(path: str | Path, net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Sequence[str],
-                 config: Mapping[str, Any] | None = None, hc_offset_px: float = 0.0) -> Path:
-    """Write the self-contained weights file (plain tensors and builtins only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bundle = {
+def make_bundle(net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Sequence[str],
+                config: Mapping[str, Any] | None = None, calibration: Mapping[str, float] | None = None) -> dict:
+    """Everything inference needs, as plain tensors and builtins (loadable with weights_only=True)."""
+    return {
         "format": WEIGHTS_FORMAT,
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
         "model": {"widths": [int(w) for w in net.widths]},
         "work_size": [int(work_hw[0]), int(work_hw[1])],
         "trained_on": sorted(set(trained_on)),
-        "hc_offset_px": float(hc_offset_px),
+        "calibration": {k: float(v) for k, v in (calibration or {}).items()},
         "config": dict(config or {}),
     }
-    torch.save(bundle, path)
+
+
+def save_weights(path: str | Path, net_or_bundle: torch.nn.Module | Mapping[str, Any],
+                 work_hw: tuple[int, int] | None = None, trained_on: Sequence[str] = (),
+                 config: Mapping[str, Any] | None = None) -> Path:
+    """Write the self-contained weights file (a bundle from `make_bundle`, or a network to bundle first)."""
+    bundle = net_or_bundle if isinstance(net_or_bundle, Mapping) else make_bundle(net_or_bundle, work_hw,
+                                                                                  trained_on, config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(bundle), path)
     return path
 
 
@@ -387,14 +372,14 @@ class LearnedSegmenter:
 
     head_mask: "ellipse" (the filled fitted ellipse) or "network" (the network's largest component, holes
     filled). skull = a band inside the ellipse border `skull_fraction` of the minor axis thick; brain = head
-    minus skull. The returned ellipse is the fitted one shrunk by `hc_offset_px` (default: the weights'
-    calibration, see `annotation_offset`), so that its circumference is the HC as annotated; the head mask
-    keeps the filled region's border. `trained_on` names the images the weights were trained or validated on.
+    minus skull. With `calibrate`, the weights' border calibration (see `calibrate_borders`) shrinks the fitted
+    ellipse onto the annotated head border for the head mask, and onto the reference-HC ellipse for the
+    returned ellipse. `trained_on` names the images the weights were trained or validated on.
     """
 
     def __init__(self, bundle: Mapping[str, Any], threshold: float = 0.5, device: str = "cpu",
                  head_mask: str = "ellipse", tta: bool = False, skull_fraction: float = 0.03,
-                 min_area_fraction: float = 0.005, hc_offset_px: float | None = None):
+                 min_area_fraction: float = 0.005, calibrate: bool = True):
         if head_mask not in ("ellipse", "network"):
             raise ValueError(f"head_mask must be 'ellipse' or 'network', got {head_mask!r}")
         self.net = net_from_bundle(bundle).to(device)
@@ -403,7 +388,13 @@ class LearnedSegmenter:
         self.trained_on: set[str] = set(bundle.get("trained_on", ()))
         self.threshold, self.head_mask, self.tta = float(threshold), head_mask, bool(tta)
         self.skull_fraction, self.min_area_fraction = float(skull_fraction), float(min_area_fraction)
-        self.hc_offset_px = float(bundle.get("hc_offset_px", 0.0) if hc_offset_px is None else hc_offset_px)
+        cal = dict(bundle.get("calibration", {})) if calibrate else {}
+        self.mask_offset_work = float(cal.get("mask_offset_work_px", 0.0))
+        self.hc_offset_work = float(cal.get("hc_offset_work_px", 0.0))
+
+    def scale(self, shape: tuple[int, int]) -> float:
+        """Working px per input px for an image of this shape."""
+        return letterbox_size(shape, self.work_hw).w / shape[1]
 
     @torch.no_grad()
     def probability(self, gray: np.ndarray) -> np.ndarray:
@@ -431,15 +422,18 @@ class LearnedSegmenter:
         ellipse = self._fit(prob, region)
         if ellipse is None:
             return _failure(shape, "no head found: no ellipse fits the predicted head region")
-        filled = ellipse_mask(shape, ellipse)
+        f = self.scale(shape)
+        border = _grow(ellipse, -self.mask_offset_work / f)
+        filled = ellipse_mask(shape, border)
         head = filled if self.head_mask == "ellipse" else region
-        t = self.skull_fraction * 2.0 * min(ellipse.a, ellipse.b)
-        inner = ellipse_mask(shape, _grow(ellipse, -t))
+        t = self.skull_fraction * 2.0 * min(border.a, border.b)
+        inner = ellipse_mask(shape, _grow(border, -t))
         skull = head & ~inner
         confidence = float(prob[region].mean())
-        return SegmentationResult(_grow(ellipse, -self.hc_offset_px), head, skull, head & inner, confidence, False,
-                                  extra={"network_mask": region, "skull_thickness_px": t, "mask_ellipse": ellipse,
-                                         "network_ellipse_dice": _dice(region, filled)})
+        extra = {"network_mask": region, "skull_thickness_px": t, "fitted_ellipse": ellipse,
+                 "network_ellipse_dice": _dice(region, filled)}
+        return SegmentationResult(_grow(ellipse, -self.hc_offset_work / f), head, skull, head & inner, confidence,
+                                  False, extra=extra)
 
     def _fit(self, prob: np.ndarray, region: np.ndarray) -> HeadEllipse | None:
         """Ellipse through the sub-pixel iso-contour of the probability around the kept region.
@@ -467,9 +461,43 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+def calibrate_borders(seg: LearnedSegmenter, records: Sequence[Record]) -> dict[str, float]:
+    """How far (median, working px) the fitted ellipse of an uncalibrated segmenter lies outside the annotated
+    head border and outside the reference-HC ellipse, on images it was not trained on (the validation images).
+
+    The network's 0.5 border sits a fraction of a working pixel off the annotated one (loss, resampling), and
+    HC18's reference HC is the centre line of a drawn outline ~2.5 px wide, inside the filled region's border;
+    both are systematic, so one median offset each removes them. Images without a reference HC use the
+    annotated border's ellipse.
+    """
+    from fbad.evaluation.segmentation import true_head_mask
+
+    to_mask, to_hc = [], []
+    for r in records:
+        try:
+            img = read_gray(r.path)
+            truth = true_head_mask(r, img.shape)
+        except BadImageError:
+            continue
+        res = seg(img)
+        contours = find_contours(truth.astype(np.float32), 0.5)
+        ref = fit_head_ellipse(max(contours, key=len)[:, ::-1]) if contours else None
+        if res.failed or ref is None:
+            continue
+        c_fit, f = res.extra["fitted_ellipse"].circumference_px(), seg.scale(img.shape)
+        hc = r.extra.get("hc_mm")
+        c_hc = hc / r.pixel_size_mm if hc and r.pixel_size_mm else ref.circumference_px()
+        to_mask.append((c_fit - ref.circumference_px()) / (2 * np.pi) * f)
+        to_hc.append((c_fit - c_hc) / (2 * np.pi) * f)
+    if not to_mask:
+        return {"mask_offset_work_px": 0.0, "hc_offset_work_px": 0.0, "n_images": 0.0}
+    return {"mask_offset_work_px": float(np.median(to_mask)), "hc_offset_work_px": float(np.median(to_hc)),
+            "n_images": float(len(to_mask))}
+
+
 def learned_from_params(weights: str, threshold: float = 0.5, device: str = "cpu", tracking_uri: str | None = None,
                         head_mask: str = "ellipse", tta: bool = False, skull_fraction: float = 0.03,
-                        hc_offset_px: float | None = None, **_: Any) -> LearnedSegmenter:
+                        calibrate: bool = True, **_: Any) -> LearnedSegmenter:
     """The `segmentation: learned` entry point: load weights (path or MLflow URI) and return the segmenter."""
     if weights in (None, "", "???"):
         raise FileNotFoundError("segmentation=learned needs segmentation.weights=<segmenter.pt or runs:/... URI>")
@@ -477,4 +505,4 @@ def learned_from_params(weights: str, threshold: float = 0.5, device: str = "cpu
     if device != "cpu" and not torch.cuda.is_available():
         raise ValueError(f"segmentation.device={device!r} requested but CUDA is not available")
     return LearnedSegmenter(bundle, threshold=threshold, device=device, head_mask=head_mask, tta=tta,
-                            skull_fraction=skull_fraction, hc_offset_px=hc_offset_px)
+                            skull_fraction=skull_fraction, calibrate=calibrate)

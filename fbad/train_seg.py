@@ -183,10 +183,11 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         LearnedSegmenter,
         SegDataset,
         SegModule,
-        annotation_offset,
         build_augment,
+        calibrate_borders,
         load_arrays,
         load_weights,
+        make_bundle,
         save_weights,
     )
     from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
@@ -234,10 +235,11 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         log.info("trained %d epochs in %.0fs, kept epoch %d (%s): val Dice (working size) %.4f", epochs,
                  train_seconds, best_epoch, cfg.keep, best)
 
-        offset = annotation_offset(kept_tr)
-        mlflow.log_metric("hc_offset_px", offset)
-        weights = save_weights(run_dir / WEIGHTS_NAME, module.net.cpu(), work_hw, trained_on, config=plain,
-                               hc_offset_px=offset)
+        bundle = make_bundle(module.net.cpu(), work_hw, trained_on, config=plain)
+        bundle["calibration"] = calibrate_borders(LearnedSegmenter(bundle, calibrate=False, **cfg.inference), kept_va)
+        mlflow.log_metrics({f"calibration_{k}": v for k, v in bundle["calibration"].items()})
+        log.info("border calibration on %d validation images: %s", len(kept_va), bundle["calibration"])
+        weights = save_weights(run_dir / WEIGHTS_NAME, bundle)
         mlflow.log_artifact(str(weights), artifact_path="model")
         if cfg.register_as:
             version = register(str(cfg.register_as), run)

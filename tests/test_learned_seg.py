@@ -121,6 +121,7 @@ def test_train_seg_writes_weights_and_mlflow_run(trained):
     assert bundle["work_size"] == [48, 72]
     assert all(isinstance(v, torch.Tensor) for v in bundle["state_dict"].values())
     assert bundle["trained_on"] and all(n.endswith("_HC.png") for n in bundle["trained_on"])
+    assert set(bundle["calibration"]) == {"mask_offset_work_px", "hc_offset_work_px", "n_images"}
     client = MlflowClient(trained.uri)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
