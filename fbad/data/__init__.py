@@ -1,0 +1,1 @@
+"""Data layer: records, dataset readers, the phantom, splits, the preprocessing cache and DataModules."""
