@@ -7,13 +7,15 @@ Three parts, used by `fbad train-seg` (training) and by `segmentation=learned` (
 - `SegModule`: the Lightning wrapper (Dice + BCE loss, Dice on the validation images);
 - `LearnedSegmenter`: full-resolution inference. The network's head probability is upsampled to the input
   size, the largest component kept, and an ellipse least-squares fitted to its sub-pixel 0.5 iso-contour
-  (with one outlier-trimmed re-fit). The ellipse is the result, as in the HC18 annotation protocol (the head
+  (with outlier-trimmed re-fits). The ellipse is the result, as in the HC18 annotation protocol (the head
   is an ellipse on the outer skull border), and the head mask is the filled ellipse, which scores better
-  Dice than the raw network mask on held-out HC18 images (see the benchmark).
+  Dice than the raw network mask on held-out HC18 images (see the benchmark). Two median border offsets,
+  measured on the validation images after training (`calibrate_borders`), move the ellipse onto the
+  annotated border (head mask) and onto the reference-HC line (returned ellipse).
 
 Weights travel as one self-contained `segmenter.pt`: a dict of plain tensors, the network and working-size
-configuration, and the names of the images trained/validated on (so evaluation can exclude them). It is
-read with `torch.load(weights_only=True)` only.
+configuration, the border calibration and the names of the images trained/validated on (so evaluation can
+exclude them). It is read with `torch.load(weights_only=True)` only.
 """
 
 from __future__ import annotations
