@@ -11,7 +11,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fbad.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
     "train-seg": ("fbad.train_seg", "train the learned head segmenter (U-Net) on head annotations"),
     "eval-seg": ("fbad.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
+    "predict": ("fbad.predict", "label images with a trained or published model (plane routing, overlays)"),
+    "publish": ("fbad.publish", "register the best run of an experiment in the MLflow Model Registry"),
+    "export": ("fbad.export", "export the plane models to ONNX, checked against PyTorch"),
     "eval-enhance": ("fbad.eval_enhance", "measure enhancement against the phantom's noise-free images"),
+    "sweep": ("fbad.sweep.__main__", "Optuna study over training configs (sqlite or PostgreSQL, many workers)"),
+    "compare": ("fbad.compare", "table (and CSV) of an experiment's best runs by a metric"),
 }
 
 

@@ -29,3 +29,16 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+def alias_overrides(argv: Sequence[str], aliases: dict[str, str]) -> list[str]:
+    """Rename `key=value` arguments whose key is also a config group (`model`, `experiment`).
+
+    Hydra reads `model=…` as a choice in the `model` group; commands whose documented argument shares
+    a group's name (`fbad predict model=runs:/…`) take it under another key.
+    """
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        out.append(f"{aliases[key]}={value}" if eq and key in aliases else arg)
+    return out

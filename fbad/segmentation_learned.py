@@ -259,28 +259,11 @@ def save_weights(path: str | Path, net_or_bundle: torch.nn.Module | Mapping[str,
 def resolve_weights(source: str | Path, tracking_uri: str | None = None) -> Path:
     """A local weights file from a path, `runs:/<id>/model/segmenter.pt` or `models:/<name>@<alias>` etc.
 
-    A folder (local, or what a `models:/` URI resolves to) is searched for `segmenter.pt`.
-    Anything that does not resolve raises FileNotFoundError naming the source.
+    A folder (local, or what a URI resolves to) is searched for `segmenter.pt`.
     """
-    text = str(source)
-    if "://" in text or text.startswith(("runs:/", "models:/")):
-        import mlflow
+    from fbad.tracking.artifacts import find_file
 
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=tracking_uri))
-        except Exception as exc:  # MlflowException, OSError...: all mean "this URI gives no file"
-            raise FileNotFoundError(f"segmentation weights {text!r} could not be resolved: "
-                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    else:
-        local = Path(text).expanduser()
-    if local.is_dir():
-        found = sorted(local.rglob(WEIGHTS_NAME))
-        if not found:
-            raise FileNotFoundError(f"segmentation weights {text!r}: no {WEIGHTS_NAME} in {local}")
-        local = found[0]
-    if not local.is_file():
-        raise FileNotFoundError(f"segmentation weights {text!r}: file not found")
-    return local
+    return find_file(source, WEIGHTS_NAME, "segmentation weights", tracking_uri)
 
 
 def load_weights(source: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:

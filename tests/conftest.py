@@ -42,3 +42,25 @@ def small_phantom(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("phantom") / "p"
     return ensure_phantom(root, n_per_plane=12, size=64, seed=3, workers=1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny per-plane training run (real config, real sqlite MLflow store) shared by inference tests."""
+    from types import SimpleNamespace
+
+    from fbad.config import compose
+    from fbad.training import run_training
+
+    root = tmp_path_factory.mktemp("trained") / "outputs"
+    data = ["dataset.n_per_plane=20", "dataset.size=96", "dataset.anomaly_fraction=0.5"]
+    cfg = compose("train", [
+        f"paths.root={root}", *data, "model.widths=[8,16]", "model.latent_dim=16", "preprocess.image_size=32",
+        "trainer.max_epochs=2", "progress=false", "++threshold.min_count=2", "data.batch_size=8",
+        "data.preprocess_workers=1", "early_stopping.patience=0", "logger.experiment=inference-tests",
+    ])
+    run_dir = root / "train" / "run"
+    summary = run_training(cfg, run_dir)
+    return SimpleNamespace(root=root, run_dir=run_dir, mlflow_uri=cfg.paths.mlflow_uri, summary=summary,
+                           experiment=cfg.logger.experiment, data_overrides=[*data, f"dataset.root={cfg.dataset.root}"],
+                           phantom=Path(cfg.dataset.root))

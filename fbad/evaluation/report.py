@@ -21,6 +21,20 @@ def print_metrics(metrics: Mapping[str, float], title: str) -> None:
     console.print(table)
 
 
+def print_table(df: Any, title: str) -> None:
+    """A small DataFrame as a console table (numbers right-aligned)."""
+    from pandas.api.types import is_numeric_dtype
+
+    table = Table()
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if is_numeric_dtype(df[col]) else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console = Console()
+    console.print(title, style="bold", soft_wrap=True)
+    console.print(table)
+
+
 def save_and_log(cfg: Any, command: str, run_name: str, params: Mapping[str, Any], summary: Mapping[str, float],
                  per_image: Any, skipped: Any, extra_metrics: Mapping[str, float] | None = None) -> None:
     """The eval commands' shared ending: files under cfg.out, one MLflow run with metrics and files."""

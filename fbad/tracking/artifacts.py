@@ -1,0 +1,44 @@
+"""Local files from what users pass as a model source: a path, `runs:/…`, `models:/…` or any artifact URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_uri(source: str | Path) -> bool:
+    text = str(source)
+    return "://" in text or text.startswith(("runs:/", "models:/"))
+
+
+def local_path(source: str | Path, what: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:
+    """The local file or folder behind `source`, downloaded from MLflow when it is a URI.
+
+    Anything that does not resolve raises FileNotFoundError naming `what` and the source, so every
+    command that takes a model reports a bad URI the same way.
+    """
+    text = str(source)
+    if is_uri(text):
+        import mlflow
+
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=tracking_uri,
+                                                              dst_path=None if dst is None else str(dst)))
+        except Exception as exc:  # MlflowException, OSError...: all mean "this URI gives nothing"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise FileNotFoundError(f"{what} {text!r} could not be resolved: {type(exc).__name__}: {first}") from None
+    else:
+        local = Path(text).expanduser()
+    if not local.exists():
+        raise FileNotFoundError(f"{what} {text!r}: not found")
+    return local
+
+
+def find_file(source: str | Path, name: str, what: str, tracking_uri: str | None = None) -> Path:
+    """`local_path`, and when that is a folder the first `name` inside it (searched recursively)."""
+    local = local_path(source, what, tracking_uri)
+    if local.is_dir():
+        found = sorted(local.rglob(name))
+        if not found:
+            raise FileNotFoundError(f"{what} {str(source)!r}: no {name} in {local}")
+        local = found[0]
+    return local

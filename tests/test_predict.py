@@ -1,0 +1,174 @@
+"""`fbad predict` and `fbad export` on a real tiny training run: inputs, plane routing, backends, safety."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from test_cli import fbad
+
+from fbad.data.readers import DatasetError
+from fbad.data.records import Plane
+from fbad.inference.backends import onnx_max_abs_diff
+from fbad.inference.bundle import ModelSourceError, load_bundle
+from fbad.inference.inputs import read_inputs
+from fbad.inference.overlays import inside, safe_name
+from fbad.inference.predictor import predict_records
+
+PLANES = {"trans_thalamic", "trans_cerebellum", "trans_ventricular"}
+
+
+def _images(trained_run, n: int) -> list[Path]:
+    return sorted((trained_run.phantom / "Images").glob("*.png"))[:n]
+
+
+def _phantom(trained_run) -> dict:
+    return {"name": "phantom", "root": str(trained_run.phantom), "n_per_plane": 20, "size": 96,
+            "anomaly_fraction": 0.5}
+
+
+def _plane_of(trained_run) -> dict[str, str]:
+    index = pd.read_csv(trained_run.phantom / "FETAL_PLANES_DB_data.csv", sep=";")
+    return {f"{n}.png": str(Plane.parse(p)) for n, p in zip(index.Image_name, index.Brain_plane, strict=True)}
+
+
+def test_predict_cli_on_dataset_index(trained_run, tmp_path):
+    proc = fbad("predict", f"model={trained_run.run_dir}", "dataset=phantom", *trained_run.data_overrides,
+                "progress=false", "overlays=4", cwd=tmp_path)
+    out = next((tmp_path / "outputs" / "predict").glob("*/"))
+    pred = pd.read_csv(out / "predictions.csv")
+    assert len(pred) == 60  # every image has a row, failures included
+    assert set(pred.plane_source) == {"index"} and set(pred.plane) == PLANES
+    scored = pred[pred.label.isin(["normal", "abnormal"])]
+    assert len(scored) >= 50 and scored.score.notna().all()
+    assert (scored.label == np.where(scored.score > scored.threshold, "abnormal", "normal")).all()
+    failed = pred[pred.label == "failed"]
+    if len(failed):  # phantom frames where no head was found: listed, with the reason
+        skipped = pd.read_csv(out / "skipped.csv")
+        assert set(failed.path) <= set(skipped.path) and skipped.reason.str.len().min() > 0
+    summary = pd.read_csv(out / "summary.csv").set_index("plane")
+    assert summary.loc["all", "total"] == 60 and summary.loc["all", "abnormal"] == (pred.label == "abnormal").sum()
+    assert "trans_thalamic" in proc.stdout and "abnormal" in proc.stdout
+    assert len(list((out / "overlays").glob("*.png"))) == min(4, (pred.label == "abnormal").sum())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    client = MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("fbad-predict").experiment_id])[0]
+    assert run.data.metrics["images"] == 60 and run.data.tags["fbad.command"] == "predict"
+    assert "predictions.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_predict_folder_with_known_and_unknown_planes(trained_run, tmp_path):
+    images = _images(trained_run, 6)
+    folder = tmp_path / "in"
+    (folder / "trans_thalamic").mkdir(parents=True)
+    for img in images[:3]:
+        shutil.copy(img, folder / "trans_thalamic" / img.name)  # the folder names the plane
+    for img in images[3:]:
+        shutil.copy(img, folder / img.name)  # no plane folder: unknown plane
+    (folder / "trans_thalamic" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    read = read_inputs(folder)
+    pred = predict_records(load_bundle(trained_run.run_dir), read.records, workers=1, progress=False).table
+    pred["name"] = pred.path.map(lambda p: Path(p).name)
+    pred = pred.set_index("name")
+    assert (pred.loc[[i.name for i in images[:3]], "plane"] == "trans_thalamic").all()
+    assert (pred.loc[[i.name for i in images[:3]], "plane_source"] == "index").all()
+    unknown = pred.loc[[i.name for i in images[3:]]]
+    assert (unknown.label == "unsupported_plane").all() and unknown.reason.str.contains("no plane classifier").all()
+    assert pred.loc["broken.png", "label"] == "failed" and pred.loc["broken.png", "reason"]
+
+
+def test_predict_csv_and_single_image(trained_run, tmp_path):
+    planes = _plane_of(trained_run)
+    images = _images(trained_run, 3)
+    csv = tmp_path / "list.csv"
+    rows = [f"{images[0]},{planes[images[0].name]}", f"{images[1]},other", f"{images[2]},",
+            f"{tmp_path / 'missing.png'},trans_thalamic"]
+    csv.write_text("path,plane\n" + "\n".join(rows) + "\n")
+    read = read_inputs(csv)
+    assert [r for r, _ in read.skipped.rows] == [str(tmp_path / "missing.png")]  # listed, not dropped
+    pred = predict_records(load_bundle(trained_run.run_dir), read.records, workers=1, progress=False).table
+    assert pred.plane.tolist()[:2] == [planes[images[0].name], "other"]
+    assert pred.label.tolist()[1:] == ["unsupported_plane", "unsupported_plane"]
+    assert "not one the model covers" in pred.reason[1]
+    one = read_inputs(images[0])
+    assert len(one.records) == 1 and one.records[0].path == images[0].resolve()
+    with pytest.raises(DatasetError, match="not an image"):
+        read_inputs(csv.with_suffix(".txt"))
+
+
+def test_onnx_backend_matches_torch(trained_run, tmp_path):
+    bundle = load_bundle(trained_run.run_dir)
+    records = read_inputs(None, _phantom(trained_run)).records
+    torch_pred = predict_records(bundle, records, "torch", workers=1, progress=False).table
+    onnx_pred = predict_records(bundle, records, "onnx", onnx_dir=tmp_path / "onnx", workers=1, progress=False).table
+    assert (torch_pred.label == onnx_pred.label).all()
+    assert np.nanmax(np.abs(torch_pred.score - onnx_pred.score)) < 1e-5
+    x = np.random.default_rng(0).random((8, 1, bundle.image_size, bundle.image_size), np.float32)
+    for plane, pm in bundle.planes.items():
+        assert onnx_max_abs_diff(pm.module, pm.onnx_path, x) <= 1e-4, plane
+
+
+def test_export_cli_writes_checked_onnx_bundle(trained_run, tmp_path):
+    proc = fbad("export", f"model={trained_run.run_dir}", cwd=tmp_path)
+    assert "max_abs_diff" in proc.stdout
+    out = next((tmp_path / "outputs" / "export").glob("*/"))
+    bundle = load_bundle(out / "bundle")
+    assert set(bundle.planes) == PLANES and all(pm.onnx_path.is_file() for pm in bundle.planes.values())
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_with_code_is_refused(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
+    marker = tmp_path / "code-ran"
+    blob = torch.load(run / "trans_thalamic" / "model.pt", weights_only=True)
+    torch.save({**blob, "payload": _RunsCode(marker)}, run / "trans_thalamic" / "model.pt")
+    with pytest.raises(ModelSourceError, match="not a loadable fbad plane model"):
+        load_bundle(run)
+    assert not marker.exists()
+
+
+def test_bad_model_uris_are_clear_errors(tmp_path):
+    for uri in ("runs:/0123456789abcdef", "models:/nobody@champion", str(tmp_path / "nowhere")):
+        proc = fbad("predict", f"model={uri}", f"input={tmp_path}", cwd=tmp_path, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("fbad: error: model"), proc.stderr
+
+
+def test_writes_stay_in_the_output_folder(trained_run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for evil in ("../../etc/passwd", "..\\..\\x.png", "/abs/olute.png", "a b;rm -rf ~.png", "...png"):
+        path = inside(out, safe_name(3, evil))
+        assert path.parent == out.resolve()
+    with pytest.raises(ValueError, match="outside"):
+        inside(out, "../escape.png")
+    # a real predict over an abnormal image whose name is full of path syntax: its overlay stays inside
+    records = read_inputs(None, _phantom(trained_run)).records
+    pred = predict_records(load_bundle(trained_run.run_dir), records, workers=1, progress=False).table
+    abnormal = Path(pred.path[pred.label == "abnormal"].iloc[0])
+    plane = pred.plane[pred.label == "abnormal"].iloc[0]
+    weird = tmp_path / "in" / plane / "a..b ..;name%2F..%2F.png"
+    weird.parent.mkdir(parents=True)
+    shutil.copy(abnormal, weird)
+    fbad("predict", f"model={trained_run.run_dir}", f"input={weird.parent.parent}", "overlays=8", "progress=false",
+         cwd=tmp_path)
+    overlays = list((tmp_path / "outputs" / "predict").glob("*/overlays/*.png"))
+    assert len(overlays) == 1 and ".." not in overlays[0].name
+    outside = {p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "outputs")}
+    assert outside == {tmp_path / "in", weird.parent, weird, out}
