@@ -1,0 +1,139 @@
+"""`fbad publish` → Model Registry version with alias → load by models:/…@alias → served over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from test_cli import fbad
+
+from fbad.inference.bundle import load_bundle
+from fbad.inference.inputs import read_inputs
+from fbad.inference.predictor import predict_records
+from fbad.tracking.registry import PublishError, publish
+
+
+def _records(trained_run):
+    cfg = {"name": "phantom", "root": str(trained_run.phantom), "n_per_plane": 20, "size": 96,
+           "anomaly_fraction": 0.5}
+    return read_inputs(None, cfg).records
+
+
+@pytest.fixture(scope="module")
+def published(trained_run, tmp_path_factory):
+    """The tiny run published once through the CLI, as a user does it."""
+    name = f"fbad-test-{uuid.uuid4().hex[:6]}"
+    cwd = tmp_path_factory.mktemp("publish")
+    env_root = trained_run.root
+    proc = subprocess.run([sys.executable, "-m", "fbad.cli", "publish", f"experiment={trained_run.experiment}",
+                           "metric=test_auroc_mean", f"name={name}"], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "FBAD_OUTPUTS": str(env_root)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"as {name} version 1, alias @champion" in proc.stdout
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    return name
+
+
+def test_publish_registers_version_alias_and_card(trained_run, published):
+    client = MlflowClient(trained_run.mlflow_uri)
+    mv = client.get_model_version_by_alias(published, "champion")
+    assert str(mv.version) == "1"
+    parent = next(r for r in client.search_runs(
+        [client.get_experiment_by_name(trained_run.experiment).experiment_id],
+        "tags.`fbad.command` = 'train'") if "plane" not in r.data.tags)
+    assert mv.tags["fbad.source_run_id"] == parent.info.run_id
+    for plane in ("trans_thalamic", "trans_cerebellum", "trans_ventricular"):
+        assert f"| {plane} | " in mv.description
+    assert "```yaml" in mv.description and parent.info.run_id in mv.description
+    pub_run = client.get_run(mv.tags["fbad.publish_run_id"])
+    assert "model_card.md" in {a.path for a in client.list_artifacts(pub_run.info.run_id)}
+
+
+def test_publish_again_changes_nothing(trained_run, published, tmp_path):
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    again = publish(trained_run.experiment, "test_auroc_mean", "max", published, "champion", tmp_path / "p")
+    assert not again.changed and str(again.version) == "1"
+    assert len(MlflowClient().search_model_versions(f"name = '{published}'")) == 1
+
+
+def test_published_model_predicts_like_the_source_run(trained_run, published, tmp_path):
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    records = _records(trained_run)
+    source = predict_records(load_bundle(trained_run.run_dir), records, workers=1, progress=False).table
+    registry = load_bundle(f"models:/{published}@champion", download_dir=tmp_path)
+    assert all(pm.onnx_path is not None for pm in registry.planes.values())  # ONNX travels with the model
+    from_registry = predict_records(registry, records, workers=1, progress=False).table
+    pd.testing.assert_series_equal(source.label, from_registry.label)
+    np.testing.assert_allclose(source.score, from_registry.score, rtol=0, atol=0)
+    model = mlflow.pyfunc.load_model(f"models:/{published}@champion")
+    df = pd.DataFrame({"path": [str(r.path) for r in records[:6]], "plane": [str(r.plane) for r in records[:6]]})
+    served = model.predict(df)
+    assert served.label.tolist() == source.label[:6].tolist()
+
+
+def test_publish_refuses_missing_artifacts_and_unknown_experiment(trained_run, tmp_path):
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    exp = f"broken-{uuid.uuid4().hex[:6]}"
+    mlflow.set_experiment(exp)
+    with mlflow.start_run():
+        mlflow.set_tag("fbad.command", "train")
+        mlflow.log_metric("test_auroc_mean", 0.99)
+    with pytest.raises(PublishError, match=r"missing: config\.yaml .*per-plane child runs"):
+        publish(exp, "test_auroc_mean", "max", "never", "champion", tmp_path / "p")
+    with pytest.raises(PublishError, match="no MLflow experiment named 'nope'"):
+        publish("nope", "test_auroc_mean", "max", "never", "champion", tmp_path / "p")
+    with pytest.raises(PublishError, match="no finished training run with metric 'nonexistent'"):
+        publish(trained_run.experiment, "nonexistent", "max", "never", "champion", tmp_path / "p")
+    proc = fbad("publish", "experiment=nope", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "fbad: error: no MLflow experiment named 'nope'" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_on_loopback(trained_run, published):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_run.mlflow_uri}
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", f"models:/{published}@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log = server.stderr.read() if server.poll() is not None else ""
+                    raise AssertionError(f"server did not start: {log}") from None
+                time.sleep(0.5)
+        records = _records(trained_run)[:2]
+        body = {"dataframe_records": [
+            {"path": str(records[0].path), "plane": str(records[0].plane)},
+            {"image": base64.b64encode(records[1].path.read_bytes()).decode(), "plane": str(records[1].plane)},
+        ]}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=60).read())["predictions"]
+        local = predict_records(load_bundle(trained_run.run_dir), records, workers=1, progress=False).table
+        assert [a["label"] for a in answer] == local.label.tolist()
+        assert [a["plane"] for a in answer] == local.plane.tolist()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
