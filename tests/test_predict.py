@@ -172,3 +172,23 @@ def test_writes_stay_in_the_output_folder(trained_run, tmp_path):
     assert len(overlays) == 1 and ".." not in overlays[0].name
     outside = {p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "outputs")}
     assert outside == {tmp_path / "in", weird.parent, weird, out}
+
+
+def test_predict_dataset_index_with_planes_the_model_does_not_cover(trained_run, tmp_path):
+    """FETAL_PLANES_DB's brain `Other` and non-brain rows are reported, never forced into a plane."""
+    root = tmp_path / "fpdb"
+    root.mkdir()
+    (root / "Images").symlink_to(trained_run.phantom / "Images")
+    index = pd.read_csv(trained_run.phantom / "FETAL_PLANES_DB_data.csv", sep=";")
+    index.loc[:4, "Brain_plane"] = "Other"
+    index.loc[5:9, ["Plane", "Brain_plane"]] = ["Fetal abdomen", "Not A Brain"]
+    index.to_csv(root / "FETAL_PLANES_DB_data.csv", sep=";", index=False)
+    cfg = {"name": "fetal_planes_db", "root": str(root),
+           "planes": ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "other", "not_a_brain"]}
+    read = read_inputs(None, cfg)
+    pred = predict_records(load_bundle(trained_run.run_dir), read.records, workers=1, progress=False).table
+    assert len(pred) == len(index) == 60
+    assert (pred.plane == "other").sum() == 5 and (pred.plane == "not_a_brain").sum() == 5
+    off = pred[pred.plane.isin(["other", "not_a_brain"])]
+    assert (off.label == "unsupported_plane").all() and off.score.isna().all()
+    assert set(pred[pred.plane.isin(PLANES)].label) <= {"normal", "abnormal", "failed"}
