@@ -76,5 +76,23 @@ def reconstruction_grid(images: np.ndarray, recons: np.ndarray, maps: np.ndarray
     return fig
 
 
+def confusion_matrix_plot(matrix: np.ndarray, labels: Sequence[str], title: str) -> Figure:
+    """Counts (rows: truth, columns: prediction), each cell shaded by its share of the row (recall)."""
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.4, 1.1 * n + 1.6))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=9,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     plt.close(fig)
