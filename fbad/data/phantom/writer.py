@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -128,7 +129,9 @@ def write_phantom(out: Path | str, n_per_plane: int, cfg: PhantomConfig | None =
             rows.append(_write(item))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, initializer=_init, initargs=(out, cfg, 1)) as ex:
+        # spawned, not forked: a fork after torch or OpenCV started their thread pools can deadlock
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
+                                 initargs=(out, cfg, 1)) as ex:
             for row in ex.map(_write, items, chunksize=_chunks(len(items), workers)):
                 rows.append(row)
                 bar.update()
