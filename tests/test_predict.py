@@ -192,3 +192,36 @@ def test_predict_dataset_index_with_planes_the_model_does_not_cover(trained_run,
     off = pred[pred.plane.isin(["other", "not_a_brain"])]
     assert (off.label == "unsupported_plane").all() and off.score.isna().all()
     assert set(pred[pred.plane.isin(PLANES)].label) <= {"normal", "abnormal", "failed"}
+
+
+def test_unknown_planes_go_to_the_plane_classifier(trained_run, tmp_path):
+    """Images with no plane are routed by the bundle's classifier; what it calls unsupported is not scored."""
+    import cv2
+
+    from fbad.inference.bundle import write_bundle
+    from fbad.planes import PlaneClassifier, PlaneNet
+    from fbad.planes.classifier import make_bundle, save_bundle
+
+    classes = ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "unsupported"]
+    torch.manual_seed(0)
+    clf_path = save_bundle(tmp_path / "plane_classifier.pt", make_bundle(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.0))
+    bundle = load_bundle(trained_run.run_dir)
+    bundle.classifier_path = clf_path
+    bundle = load_bundle(write_bundle(bundle, tmp_path / "bundle"))  # the classifier travels in the bundle
+    assert bundle.classifier_path.name == "plane_classifier.pt"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images = _images(trained_run, 6)
+    for img in images:
+        shutil.copy(img, folder / img.name)
+    cv2.imwrite(str(folder / "zz_blank.png"), np.zeros((96, 96), np.uint8))  # no fan, no head
+    pred = predict_records(bundle, read_inputs(folder).records, workers=1, progress=False).table
+    expected = PlaneClassifier.load(clf_path).predict([cv2.imread(str(i), cv2.IMREAD_GRAYSCALE) for i in images])
+    assert (pred.plane_source == "classifier").all()
+    assert pred.plane[:6].tolist() == [p for p, _ in expected]
+    np.testing.assert_allclose(pred.plane_confidence[:6], [c for _, c in expected], rtol=1e-5)
+    head = pred[:6][pred.plane[:6] != "unsupported"]
+    assert set(head.label) <= {"normal", "abnormal", "failed"}
+    blank = pred.iloc[6]
+    assert blank.plane == "unsupported" and blank.label == "unsupported_plane"
+    assert "not a supported plane" in blank.reason and np.isnan(blank.score)

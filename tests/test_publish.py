@@ -37,9 +37,15 @@ def published(trained_run, tmp_path_factory):
     name = f"fbad-test-{uuid.uuid4().hex[:6]}"
     cwd = tmp_path_factory.mktemp("publish")
     env_root = trained_run.root
+    from fbad.planes import PlaneNet
+    from fbad.planes.classifier import make_bundle, save_bundle
+
+    classes = ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "unsupported"]
+    clf = save_bundle(cwd / "plane_classifier.pt", make_bundle(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.5))
     proc = subprocess.run([sys.executable, "-m", "fbad.cli", "publish", f"experiment={trained_run.experiment}",
-                           "metric=test_auroc_mean", f"name={name}"], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "FBAD_OUTPUTS": str(env_root)}, timeout=300)
+                           "metric=test_auroc_mean", f"name={name}", f"classifier={clf}"], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, "FBAD_OUTPUTS": str(env_root)},
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"as {name} version 1, alias @champion" in proc.stdout
     mlflow.set_tracking_uri(trained_run.mlflow_uri)
@@ -74,6 +80,7 @@ def test_published_model_predicts_like_the_source_run(trained_run, published, tm
     source = predict_records(load_bundle(trained_run.run_dir), records, workers=1, progress=False).table
     registry = load_bundle(f"models:/{published}@champion", download_dir=tmp_path)
     assert all(pm.onnx_path is not None for pm in registry.planes.values())  # ONNX travels with the model
+    assert registry.classifier_path is not None and registry.classifier_path.is_file()
     from_registry = predict_records(registry, records, workers=1, progress=False).table
     pd.testing.assert_series_equal(source.label, from_registry.label)
     np.testing.assert_allclose(source.score, from_registry.score, rtol=0, atol=0)
