@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("fbad.data.__main__", "data phantom|index|fetch: generate, index or download datasets"),
     "train": ("fbad.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
     "train-seg": ("fbad.train_seg", "train the learned head segmenter (U-Net) on head annotations"),
+    "train-planes": ("fbad.train_planes", "train the plane classifier (brain plane or unsupported) for routing"),
     "eval-seg": ("fbad.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
     "predict": ("fbad.predict", "label images with a trained or published model (plane routing, overlays)"),
     "publish": ("fbad.publish", "register the best run of an experiment in the MLflow Model Registry"),

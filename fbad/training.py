@@ -45,6 +45,11 @@ class PlaneResult:
     flagged: int = 0
     train_images_per_s: float = float("nan")
     run_id: str = ""
+    val: dict[str, float] = field(default_factory=dict)  # validation detection metrics (sweep objectives)
+
+
+class RunStopped(Exception):  # noqa: N818 (a deliberate stop, not an error)
+    """Raised to stop a training on purpose (e.g. a pruned sweep trial): its MLflow runs end KILLED, not FAILED."""
 
 
 class EpochSeed(pl.Callback):
@@ -67,8 +72,13 @@ def resolve_planes(names: list[str]) -> list[Plane | None]:
     return [Plane.parse(n) for n in names] or list(BRAIN_PLANES)
 
 
-def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Train, calibrate and evaluate every configured plane; returns the parent run's summary metrics."""
+def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: list[pl.Callback] | None = None,
+                 run_id: str | None = None) -> dict[str, float]:
+    """Train, calibrate and evaluate every configured plane; returns the parent run's summary metrics.
+
+    `callbacks` join every plane's Lightning Trainer (a sweep's pruning reporter); `run_id` names an
+    existing MLflow run to use as the parent (a sweep's trial run, itself a child of the sweep run).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _load_state(run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -83,16 +93,16 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         log.warning("%d images skipped; listed in %s", len(prepared.skipped), run_dir / "skipped.csv")
 
     setup_experiment(cfg.paths.mlflow_uri, cfg.logger.experiment, cfg.paths.mlflow_artifacts)
-    parent = _start_parent(cfg, run_dir, state, prepared)
+    parent = _start_parent(cfg, run_dir, state, prepared, run_id)
     results: dict[str, PlaneResult] = {}
     try:
         for plane in resolve_planes(list(cfg.planes)):
             name = str(plane) if plane is not None else "all"
-            results[name] = _run_plane(cfg, prepared, plane, run_dir, state, parent)
+            results[name] = _run_plane(cfg, prepared, plane, run_dir, state, parent, callbacks or [])
             _save_state(run_dir, state)
         summary = _finish_parent(cfg, results, prepared, run_dir)
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit | RunStopped) else "FAILED"
         _end_all_runs(status, str(exc) or type(exc).__name__)
         raise
     mlflow.end_run("FINISHED")
@@ -104,10 +114,11 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return summary
 
 
-def _start_parent(cfg: DictConfig, run_dir: Path, state: dict, prepared: PreparedData) -> str:
+def _start_parent(cfg: DictConfig, run_dir: Path, state: dict, prepared: PreparedData,
+                  run_id: str | None = None) -> str:
     run_name = cfg.logger.run_name or f"train-{run_dir.name}"
-    run = mlflow.start_run(run_id=state.get("parent_run_id"), run_name=None if state.get("parent_run_id")
-                           else run_name)
+    existing = state.get("parent_run_id") or run_id
+    run = mlflow.start_run(run_id=existing, run_name=None if existing else run_name)
     if "parent_run_id" not in state:
         state["parent_run_id"] = run.info.run_id
         state["run_dir"] = str(run_dir)
@@ -129,7 +140,7 @@ def _start_parent(cfg: DictConfig, run_dir: Path, state: dict, prepared: Prepare
 
 
 def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run_dir: Path, state: dict,
-               parent_id: str) -> PlaneResult:
+               parent_id: str, extra_callbacks: list[pl.Callback]) -> PlaneResult:
     name = str(plane) if plane is not None else "all"
     plane_dir = run_dir / name
     plane_state = state.setdefault("planes", {}).setdefault(name, {})
@@ -156,7 +167,8 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
         history, best_val = _fit_pca(module, dm)
         epochs = 1
     else:
-        history, best_val, epochs = _fit_lightning(cfg, module, dm, plane_dir, child.info.run_id, parent_id, name)
+        history, best_val, epochs = _fit_lightning(cfg, module, dm, plane_dir, child.info.run_id, parent_id, name,
+                                                   extra_callbacks)
     train_seconds = time.perf_counter() - t0
     speed = counts["train"] * epochs / train_seconds if train_seconds > 0 else float("nan")
     mlflow.log_metrics({"best_val_mse": best_val, "train_images_per_s": speed, "epochs": epochs})
@@ -172,12 +184,13 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
     mlflow.log_metric("threshold", thr.value)
     MlflowClient().log_metric(parent_id, f"{name}/threshold", thr.value)
     mlflow.log_dict(thr.to_dict(), "threshold.json")
+    val_metrics = _validation_metrics(val, thr, name, parent_id)
 
     model_path = save_plane_model(module, cfg, thr, plane_dir / "model.pt", name)
     mlflow.log_artifact(str(model_path), artifact_path="model")
 
     result = PlaneResult(plane=name, counts=counts, best_val_mse=best_val, threshold=thr,
-                         train_images_per_s=speed, run_id=child.info.run_id)
+                         train_images_per_s=speed, run_id=child.info.run_id, val=val_metrics)
     test = _score_split(module, dm, "test") if counts["test"] else None
     _log_plots(module, dm, name, history, val, test, thr)
     if test is not None:
@@ -188,7 +201,8 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
 
 
 def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModule, plane_dir: Path,
-                   child_id: str, parent_id: str, name: str) -> tuple[dict[str, list[float]], float, int]:
+                   child_id: str, parent_id: str, name: str,
+                   extra_callbacks: list[pl.Callback] = ()) -> tuple[dict[str, list[float]], float, int]:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     ckpt_dir = plane_dir / "checkpoints"
@@ -205,6 +219,7 @@ def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModu
     from hydra.utils import instantiate
 
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks += list(extra_callbacks)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs.pop("name", None)
     trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=False, default_root_dir=str(plane_dir),
@@ -289,6 +304,18 @@ def _evaluate(test: dict[str, Any], thr: ThresholdResult, dm: PlaneDataModule, n
     _log_to(None, {f"test_{k}": v for k, v in out.items()})
     _log_to(parent_id, {f"{name}/test_{k}": v for k, v in out.items()})
     return out, flagged
+
+
+def _validation_metrics(val: dict[str, Any], thr: ThresholdResult, name: str, parent_id: str) -> dict[str, float]:
+    """AUROC / AUPRC / F1 on the validation split where it holds labelled anomalies: what a sweep may optimise."""
+    labels = val["labels"]
+    if not ((labels == 0).any() and (labels == 1).any()):
+        return {}
+    m = evaluate(val["scores"], labels, thr)
+    out = {k: float(m[k]) for k in ("auroc", "auprc", "f1")}
+    _log_to(None, {f"val_{k}": v for k, v in out.items()})
+    _log_to(parent_id, {f"{name}/val_{k}": v for k, v in out.items()})
+    return out
 
 
 def _log_to(run_id: str | None, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -387,6 +414,10 @@ def _finish_parent(cfg: DictConfig, results: dict[str, PlaneResult], prepared: P
         if vals:
             summary[f"test_{key}_mean"] = float(np.mean(vals))
     summary["best_val_mse_mean"] = float(np.nanmean([r.best_val_mse for r in results.values()]))
+    for key in ("auroc", "auprc", "f1"):  # validation only: what sweeps optimise (never the test split)
+        vals = [r.val[key] for r in results.values() if np.isfinite(r.val.get(key, math.nan))]
+        if vals:
+            summary[f"val_{key}_mean"] = float(np.mean(vals))
     summary["flagged_total"] = float(sum(r.flagged for r in results.values()))
     mlflow.log_metrics(summary)
     return summary
@@ -397,7 +428,8 @@ def _end_all_runs(status: str, message: str) -> None:
         run = mlflow.active_run()
         mlflow.set_tag("fbad.error", message[:5000])
         mlflow.end_run(status)
-        log.error("MLflow run %s ended %s: %s", run.info.run_id, status, message)
+        log.log(logging.WARNING if status == "KILLED" else logging.ERROR, "MLflow run %s ended %s: %s",
+                run.info.run_id, status, message)
 
 
 def cfg_without_hydra(cfg: DictConfig) -> DictConfig:
@@ -407,7 +439,8 @@ def cfg_without_hydra(cfg: DictConfig) -> DictConfig:
 
 def _result_to_state(r: PlaneResult) -> dict[str, Any]:
     return {"plane": r.plane, "counts": r.counts, "best_val_mse": r.best_val_mse, "threshold": r.threshold.to_dict(),
-            "test": r.test, "flagged": r.flagged, "train_images_per_s": r.train_images_per_s, "run_id": r.run_id}
+            "test": r.test, "flagged": r.flagged, "train_images_per_s": r.train_images_per_s, "run_id": r.run_id,
+            "val": r.val}
 
 
 def _result_from_state(d: dict[str, Any]) -> PlaneResult:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pgcluster import postgres  # noqa: F401 (a throwaway PostgreSQL for shared sweep studies)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FBAD_SHARED", REPO.parent / "shared")) / "data"
