@@ -144,10 +144,13 @@ def test_checkpoint_with_code_is_refused(trained_run, tmp_path):
 
 
 def test_bad_model_uris_are_clear_errors(tmp_path):
-    for uri in ("runs:/0123456789abcdef", "models:/nobody@champion", str(tmp_path / "nowhere")):
-        proc = fbad("predict", f"model={uri}", f"input={tmp_path}", cwd=tmp_path, check=False)
-        assert proc.returncode == 1, proc.stderr
-        assert proc.stderr.strip().splitlines()[-1].startswith("fbad: error: model"), proc.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for uri in ("runs:/0123456789abcdef", "models:/nobody@champion", str(tmp_path / "nowhere"), str(tmp_path)):
+        with pytest.raises(ModelSourceError, match=r"^model '"):
+            load_bundle(uri)
+    proc = fbad("predict", "model=models:/nobody@champion", f"input={tmp_path}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("fbad: error: model 'models:/nobody@champion'")
 
 
 def test_writes_stay_in_the_output_folder(trained_run, tmp_path):
