@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fbad.data.records import HeadEllipse
-from fbad.preprocess.align import align, align_matrix, transform_ellipse
+from fbad.preprocess.align import align, align_matrix, source_box, transform_ellipse
 
 
 def _ellipse_mask(shape, e: HeadEllipse):
@@ -54,3 +54,23 @@ def test_mask_outside_brain():
     brain[40:60, 40:60] = True
     out, masks, _ = align(img, 100, None, {"brain": brain}, {"crop": False, "mask_outside": True})
     assert np.array_equal(out > 0.5, masks["brain"])
+
+
+@pytest.mark.parametrize("e", [HeadEllipse(300, 220, 150, 100, 30.0), HeadEllipse(40, 30, 120, 90, 100.0), None])
+def test_warping_the_read_crop_equals_warping_the_whole_frame(e):
+    """`align` touches only the source crop its warp reads (and converts uint8 to float there): same output as
+    converting and warping the whole frame."""
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (540, 800), dtype=np.uint8)
+    brain = rng.random((540, 800)) > 0.5
+    cfg = {"crop": True, "rotate": True, "margin": 0.1}
+    out, masks, m = align(raw, 64, e, {"brain": brain}, cfg, divide_by=255.0)
+    full = cv2.warpAffine(raw.astype(np.float32) / 255.0, m, (64, 64), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    full_mask = cv2.warpAffine(brain.astype(np.uint8), m, (64, 64), flags=cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    assert out.dtype == np.float32 and np.abs(out - full).max() < 1e-4
+    assert np.array_equal(masks["brain"], full_mask)
+    rows, cols = source_box(m, 64, raw.shape)
+    if e is not None and e.cx > 100:  # a head inside the frame: only a part of it is read
+        assert (rows.stop - rows.start) * (cols.stop - cols.start) < 0.5 * raw.size

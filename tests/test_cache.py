@@ -11,6 +11,7 @@ import numpy as np
 
 from fbad.data.cache import cached_preprocess
 from fbad.data.records import Record
+from fbad.parallel import WorkerPool, safe_map
 from fbad.preprocess.pipeline import Preprocessor
 
 CFG = {"image_size": 32, "enhancement": {"name": "none", "ops": []}, "segmentation": {"name": "none"},
@@ -79,3 +80,23 @@ def test_parallel_equals_serial(tmp_path):
     serial = cached_preprocess(recs, pre, {"serial": 1, **CFG}, tmp_path / "a", workers=1, progress=False)
     par = cached_preprocess(recs, pre, {"serial": 0, **CFG}, tmp_path / "b", workers=2, progress=False)
     assert np.array_equal(np.asarray(serial.arrays["image"]), np.asarray(par.arrays["image"]))
+
+
+def test_worker_pool_serves_several_maps_like_one_process(tmp_path):
+    recs = _dataset(tmp_path, n=9)
+    (tmp_path / "img4.png").write_bytes(b"")  # a bad item is reported, never raised
+    pre = Preprocessor(CFG)
+    threads = cv2.getNumThreads()
+    serial = safe_map(pre, recs, workers=1, progress=False)
+    assert cv2.getNumThreads() == threads  # the in-process path gives the caller its settings back
+    with WorkerPool(2) as pool:
+        pool.warm_up()
+        first = pool.map(pre, recs, chunksize=2)
+        second = safe_map(pre, recs[::-1], pool=pool, progress=False)  # same workers, another call
+    assert [reason for _, reason in serial] == [reason for _, reason in first]
+    assert serial[4] == (None, "empty file (0 bytes)")
+    for (want, _), (got, _), (rev, _) in zip(serial, first, second[::-1], strict=True):
+        if want is None:
+            assert got is None and rev is None
+        else:
+            assert all(np.array_equal(want[k], got[k]) and np.array_equal(want[k], rev[k]) for k in want)

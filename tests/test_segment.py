@@ -30,7 +30,16 @@ from fbad.preprocess.seg_quality import (
     iou,
     segmentation_metrics,
 )
-from fbad.preprocess.segment import SegmentationResult, get_segmenter, segment
+from fbad.preprocess.segment import (
+    EllipseParams,
+    SegmentationResult,
+    _ContourLookup,
+    _ridge_maxima,
+    _support,
+    _work_maps,
+    get_segmenter,
+    segment,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HC18 = Path("/work/shared/data/hc18")
@@ -166,6 +175,70 @@ def test_conic_fits_recover_an_ellipse_exactly():
     assert ok[0] and np.allclose([cx[0], cy[0], a[0], b[0], th[0] % np.pi], [90, 70, 50, 30, 0.7])
 
 
+def test_closed_form_tangent_conics_satisfy_their_constraints():
+    """The pencil solution passes through the 3 points and is tangent to the 2 directions, for random samples."""
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 200, (500, 3)), rng.uniform(0, 135, (500, 3))
+    ang = rng.uniform(0, np.pi, (500, 2))
+    tx, ty = np.cos(ang), np.sin(ang)
+    (A, B, C, D, E), ox, oy = conics_through_tangents(x, y, tx, ty)[0].T, *conics_through_tangents(x, y, tx, ty)[1:]
+    u, v = x - ox[:, None], y - oy[:, None]
+    scale = np.abs(A[:, None] * u * u) + np.abs(C[:, None] * v * v) + 1  # magnitude of the terms
+    value = A[:, None] * u * u + B[:, None] * u * v + C[:, None] * v * v + D[:, None] * u + E[:, None] * v
+    assert np.all(np.abs(value - 1) < 1e-8 * scale)
+    gx = 2 * A[:, None] * u[:, :2] + B[:, None] * v[:, :2] + D[:, None]
+    gy = B[:, None] * u[:, :2] + 2 * C[:, None] * v[:, :2] + E[:, None]
+    assert np.all(np.abs(gx * tx + gy * ty) < 1e-8 * (np.abs(gx) + np.abs(gy)))
+
+
+def test_sample_ellipses_matches_the_parametric_form():
+    e = [np.array(v) for v in ([90.0, 10.0], [70.0, -5.0], [50.0, 80.0], [30.0, 79.0], [0.7, 2.0])]
+    x, y, nx, ny = sample_ellipses(*e, 12)
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    for i in range(2):
+        cx, cy, a, b, th = (v[i] for v in e)
+        px = cx + a * np.cos(t) * np.cos(th) - b * np.sin(t) * np.sin(th)
+        py = cy + a * np.cos(t) * np.sin(th) + b * np.sin(t) * np.cos(th)
+        assert np.allclose(x[i], px) and np.allclose(y[i], py)
+        # outward unit normal: perpendicular to the tangent, pointing away from the centre
+        tx_ = -a * np.sin(t) * np.cos(th) - b * np.cos(t) * np.sin(th)  # d(px)/dt
+        ty_ = -a * np.sin(t) * np.sin(th) + b * np.cos(t) * np.cos(th)
+        assert np.allclose(np.hypot(nx[i], ny[i]), 1)
+        assert np.all(np.abs(nx[i] * tx_ + ny[i] * ty_) < 1e-9 * np.hypot(tx_, ty_))
+        assert np.all(nx[i] * (px - cx) + ny[i] * (py - cy) > 0)
+
+
+def test_contour_lookup_scores_like_the_per_sample_formula():
+    """The search's table-driven scoring equals the reference formula, in and outside the image and fan."""
+    img = ring_image(RINGS[0], seed=4)
+    p = EllipseParams()
+    cleaned = clean(img)
+    m = _work_maps(cleaned.image, cleaned.fov, p)
+    h, w = m.g.shape
+    rng = np.random.default_rng(0)
+    n = 300
+    e = (rng.uniform(-30, w + 30, n), rng.uniform(-30, h + 30, n), rng.uniform(3, 150, n), rng.uniform(3, 120, n),
+         rng.uniform(0, np.pi, n))
+    rn_d = cv2.dilate(m.rn, np.ones((3, 3), np.uint8))
+    for rn in (m.rn, rn_d):
+        sup, ins = _ContourLookup(rn, m).support(e, 64)
+        ref_sup, ref_ins = _support(*sample_ellipses(*e, 64), m, rn)
+        assert np.array_equal(ins, ref_ins)
+        assert np.allclose(sup, ref_sup, rtol=1e-12, atol=1e-15)
+    assert (ins == 0).any() and (ins == 1).any() and (sup > 0.3).any()
+
+
+def test_ridge_maxima_on_a_subset_equal_the_full_map():
+    rng = np.random.default_rng(1)
+    r = cv2.GaussianBlur(rng.random((60, 80)).astype(np.float32), (0, 0), 1.5)
+    ang = rng.uniform(-np.pi, np.pi, r.shape).astype(np.float32)
+    nx, ny = np.cos(ang), np.sin(ang)
+    where = r > np.quantile(r, 0.7)
+    ys, xs = _ridge_maxima(r, nx, ny, where=where)
+    assert np.array_equal(np.stack([ys, xs]), np.stack(np.nonzero(_ridge_maxima(r, nx, ny) & where)))
+    assert 0 < len(ys) < where.sum()
+
+
 def test_ellipse_mask_area_and_orientation():
     e = HeadEllipse(200, 150, 100, 40, 90)  # long axis vertical
     m = ellipse_mask((300, 400), e)
@@ -194,6 +267,26 @@ def test_fov_and_overlay_masking_remove_burned_in_text():
     assert cleaned.image[:40, :300].max() == 0  # text and bar gone
     assert cleaned.image[cross].mean() < 0.5 * 255  # caliper replaced by its surroundings
     assert np.array_equal(cleaned.fov, fov)
+
+
+def test_clean_small_is_the_downsampled_cleaned_image():
+    """`CleanImage.small`, derived from the fan search's own downsample, equals downsampling the cleaned frame;
+    it is left out (None) where that would not be exact: text removed inside the fan, or no whole-block size."""
+    used = 0
+    for seed in range(4):  # (a bright speckle inside the fan can pass for a text stroke: then no shortcut)
+        img = ring_image(RINGS[seed % 3], seed=seed)
+        cv2.putText(img, "GA 24w3d", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)  # outside the fan
+        cleaned = clean(img)
+        if cleaned.small is not None:
+            used += 1
+            want = cv2.resize(cleaned.image, (200, 135), interpolation=cv2.INTER_AREA)
+            fov = cv2.resize(cleaned.fov.view(np.uint8), (200, 135), interpolation=cv2.INTER_NEAREST).view(bool)
+            assert np.array_equal(cleaned.small[0], want) and np.array_equal(cleaned.small[1], fov)
+    assert used >= 2
+    cross = img.copy()
+    cross[420, 320:341] = cross[410:431, 330] = 255  # a caliper inside the fan: removed, so no shortcut
+    assert clean(cross).small is None
+    assert clean(cv2.resize(img, (700, 480))).small is None
 
 
 # ----------------------------------------------------------------------------------------- methods

@@ -23,7 +23,7 @@ import pandas as pd
 
 from fbad.data.imageio import SkipLog
 from fbad.data.records import Record
-from fbad.parallel import safe_map
+from fbad.parallel import WorkerPool, safe_map
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -88,8 +88,13 @@ def cached_preprocess(
     cache_dir: Path | str,
     workers: int | None = None,
     progress: bool = True,
+    pool: WorkerPool | None = None,
 ) -> CachedArrays:
-    """Arrays of `fn(record)` for every record, computed once per (files, config) and then loaded."""
+    """Arrays of `fn(record)` for every record, computed once per (files, config) and then loaded.
+
+    A miss computes on `workers` processes started for this call, or on a running `pool` (which saves the
+    start-up when several datasets or planes are preprocessed one after the other).
+    """
     cache_dir = Path(cache_dir)
     key = cache_key(records, config)
     target = cache_dir / key
@@ -98,7 +103,7 @@ def cached_preprocess(
         return _load(target, key, hit=True)
 
     t0 = time.perf_counter()
-    results = safe_map(fn, records, workers=workers, progress=progress, desc="preprocess")
+    results = safe_map(fn, records, workers=workers, progress=progress, desc="preprocess", pool=pool)
     log.info("preprocessed %d images in %.1fs", len(records), time.perf_counter() - t0)
 
     tmp = cache_dir / f"{key}.tmp{os.getpid()}"

@@ -51,10 +51,26 @@ def align_matrix(
 def warp(img: np.ndarray, matrix: np.ndarray, out_size: int, nearest: bool = False) -> np.ndarray:
     """Apply an align matrix; masks use nearest-neighbour, images area/linear; outside is 0."""
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    src = img.astype(np.uint8) if img.dtype == bool else img
+    src = img.view(np.uint8) if img.dtype == bool else img
     out = cv2.warpAffine(src, matrix, (out_size, out_size), flags=interp, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=0)
-    return out.astype(bool) if img.dtype == bool else out
+    return out.view(bool) if img.dtype == bool else out
+
+
+def source_box(matrix: np.ndarray, out_size: int, shape: tuple[int, int], margin: int = 2) -> tuple[slice, slice]:
+    """Rows and columns of a `shape` image that warping with `matrix` to out_size x out_size can read (the
+    output square mapped back, plus `margin` px for the interpolation taps), clipped to the image."""
+    inv = cv2.invertAffineTransform(matrix)
+    corners = inv @ np.array([[-1.0, out_size, -1.0, out_size], [-1.0, -1.0, out_size, out_size], [1, 1, 1, 1]])
+    h, w = shape
+    with np.errstate(invalid="ignore"):
+        lo = np.floor(corners.min(axis=1)) - margin
+        hi = np.ceil(corners.max(axis=1)) + margin + 1
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        return slice(0, h), slice(0, w)
+    x0, y0 = (int(np.clip(v, 0, n)) for v, n in zip(lo, (w, h), strict=True))
+    x1, y1 = (int(np.clip(v, 0, n)) for v, n in zip(hi, (w, h), strict=True))
+    return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
 def transform_ellipse(ellipse: HeadEllipse, matrix: np.ndarray) -> HeadEllipse:
@@ -72,13 +88,25 @@ def align(
     ellipse: HeadEllipse | None = None,
     masks: Mapping[str, np.ndarray | None] | None = None,
     cfg: Mapping | None = None,
+    divide_by: float | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Align an image and its masks; with `mask_outside` the image is zeroed outside `masks['brain']`."""
+    """Align an image and its masks; with `mask_outside` the image is zeroed outside `masks['brain']`.
+
+    Only the part of the image and masks that the warp reads is touched (a crop of the source around the head),
+    which gives the same output as warping the whole frame. With `divide_by`, `img` is converted to float32
+    and divided by it (e.g. uint8 and 255.0) on that crop only, instead of on the whole frame first.
+    """
     cfg = dict(cfg or {})
     matrix = align_matrix(img.shape[:2], out_size, ellipse, crop=cfg.get("crop", True),
                           rotate=cfg.get("rotate", True), margin=cfg.get("margin", 0.1))
-    out = warp(img, matrix, out_size)
-    warped = {k: warp(m, matrix, out_size, nearest=True) for k, m in (masks or {}).items() if m is not None}
+    rows, cols = source_box(matrix, out_size, img.shape[:2])
+    local = matrix.copy()
+    local[:, 2] += matrix[:, :2] @ np.array([cols.start, rows.start], dtype=np.float64)
+    src = img[rows, cols]
+    if divide_by is not None:
+        src = src.astype(np.float32) / divide_by
+    out = warp(src, local, out_size)
+    warped = {k: warp(m[rows, cols], local, out_size, nearest=True) for k, m in (masks or {}).items() if m is not None}
     if cfg.get("mask_outside", False) and "brain" in warped:
         out = out * warped["brain"].astype(out.dtype)
     return out, warped, matrix

@@ -20,9 +20,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skimage.filters import unsharp_mask
-
-from fbad.preprocess import srad as _srad
 
 Image = np.ndarray
 Operator = Callable[..., Image]
@@ -99,6 +96,8 @@ def nlm(img: Image, h: float = 10.0, template: int = 7, search: int = 21) -> Ima
 def srad(img: Image, iterations: int = 50, dt: float = 0.5, decay: float = 1.0 / 6.0,
          q0: float | None = None) -> Image:
     """Speckle reducing anisotropic diffusion (Yu & Acton 2002); see fbad.preprocess.srad."""
+    from fbad.preprocess import srad as _srad  # torch: imported by the chains that use it, not by every worker
+
     return _unit(_srad.srad(_f32(img), iterations=int(iterations), dt=float(dt), decay=float(decay),
                             q0=None if q0 is None else float(q0)))
 
@@ -120,6 +119,8 @@ def log_compress(img: Image, c: float = 10.0) -> Image:
 
 def unsharp(img: Image, sigma: float = 1.0, amount: float = 1.0) -> Image:
     """Unsharp masking: img + amount * (img - gaussian(img, sigma)) (skimage), clipped to [0, 1]."""
+    from skimage.filters import unsharp_mask  # scikit-image: imported when the operator runs
+
     if sigma <= 0 or amount < 0:
         raise ValueError(f"unsharp: need sigma > 0 and amount >= 0 (got {sigma}, {amount})")
     return _unit(unsharp_mask(_f32(img), radius=float(sigma), amount=float(amount)))

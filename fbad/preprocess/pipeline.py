@@ -61,7 +61,9 @@ class Preprocessor:
 
     def __call__(self, record: Record) -> dict[str, np.ndarray]:
         raw = read_gray(record.path)
-        img = self._enhancer()(raw.astype(np.float32) / 255.0)
+        enhance = self._enhancer()
+        # without enhancement, the float conversion happens in `align`, on the crop that the warp reads
+        img = None if enhance is _identity else enhance(raw.astype(np.float32) / 255.0)
         gt_anomaly = _read_mask(record.anomaly_mask_path, raw.shape)
         segmenter = self._segmenter()
         ellipse, brain = None, None
@@ -77,7 +79,11 @@ class Preprocessor:
         align_cfg = self.cfg.get("align") or {"crop": False, "rotate": False}
         if brain is None:
             brain = np.ones(raw.shape, dtype=bool)
-        out, masks, _ = align(img, self.size, ellipse, {"brain": brain, "anomaly": gt_anomaly}, align_cfg)
+        masks_in = {"brain": brain, "anomaly": gt_anomaly}
+        if img is None:
+            out, masks, _ = align(raw, self.size, ellipse, masks_in, align_cfg, divide_by=255.0)
+        else:
+            out, masks, _ = align(img, self.size, ellipse, masks_in, align_cfg)
         return {
             "image": np.clip(out, 0.0, 1.0).astype(np.float32),
             "mask": masks["brain"],
