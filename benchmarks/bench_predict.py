@@ -16,24 +16,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from fbad.anomaly.scoring import score_images
-from fbad.anomaly.thresholds import ThresholdResult
-from fbad.config import compose
-from fbad.data.imageio import read_gray
-from fbad.data.readers import read_dataset
-from fbad.inference.bundle import load_bundle
-from fbad.inference.predictor import predict_records, reconstructors
-from fbad.models.lightning import AutoencoderModule
-from fbad.parallel import safe_map
-from fbad.preprocess.pipeline import Preprocessor
-from fbad.training import save_plane_model
+# Heavy imports live inside the functions: spawned preprocessing workers re-import this script.
 
 
 def default_bundle(folder: Path) -> Path:
     """The default config's three plane models (fresh weights) saved as a training run folder."""
+    import torch
+
+    from fbad.anomaly.thresholds import ThresholdResult
+    from fbad.config import compose
+    from fbad.models.lightning import AutoencoderModule
+    from fbad.training import save_plane_model
+
     cfg = compose("train")
     for plane in cfg.planes:
         torch.manual_seed(0)
@@ -53,6 +47,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
+    import numpy as np
+    import torch
+
+    from fbad.anomaly.scoring import score_images
+    from fbad.config import compose
+    from fbad.data.imageio import read_gray
+    from fbad.data.readers import read_dataset
+    from fbad.inference.bundle import load_bundle
+    from fbad.inference.predictor import predict_records, reconstructors
+    from fbad.parallel import safe_map
+    from fbad.preprocess.pipeline import Preprocessor
 
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="fbad-bench-"))
