@@ -25,14 +25,11 @@ def _app(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fbad.tracking.compare import CompareError, compare_runs, format_value
+    from fbad.tracking.compare import compare_runs, format_value
 
     mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    try:
-        table, statuses = compare_runs(cfg.experiment_name, cfg.metric, cfg.mode, cfg.top,
-                                       list(cfg.params) if cfg.params else None)
-    except CompareError as exc:
-        raise SystemExit(f"fbad: error: {exc}") from None
+    table, statuses = compare_runs(cfg.experiment_name, cfg.metric, cfg.mode, cfg.top,
+                                   list(cfg.params) if cfg.params else None)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "compare.csv"

@@ -9,12 +9,16 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class UserError(ValueError):
+    """Bad input a user can fix (an unknown experiment, a run missing artifacts): one line, no traceback."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     from fbad.data.fetch import FetchError
     from fbad.data.imageio import BadImageError
     from fbad.data.readers import DatasetError
 
-    return (DatasetError, BadImageError, FetchError, FileNotFoundError)
+    return (UserError, DatasetError, BadImageError, FetchError, FileNotFoundError)
 
 
 def report_user_errors(fn: F) -> F:

@@ -24,14 +24,11 @@ def main() -> None:
 def _app(cfg: DictConfig) -> None:
     import mlflow
 
-    from fbad.tracking.registry import PublishError, publish
+    from fbad.tracking.registry import publish
 
     mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
-    try:
-        done = publish(cfg.experiment_name, cfg.metric, cfg.mode, cfg.name, cfg.alias, Path(cfg.out),
-                       classifier=cfg.classifier, onnx=cfg.onnx)
-    except PublishError as exc:
-        raise SystemExit(f"fbad: error: {exc}") from None
+    done = publish(cfg.experiment_name, cfg.metric, cfg.mode, cfg.name, cfg.alias, Path(cfg.out),
+                   classifier=cfg.classifier, onnx=cfg.onnx)
     value = done.run.data.metrics[cfg.metric]
     if not done.changed:
         print(f"models:/{done.name}@{done.alias} already serves run {done.run.info.run_id} "

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import mlflow
 import pandas as pd
 
+from fbad.errors import UserError
+
 CANDIDATE_PARAMS = ("dataset.name", "enhancement.name", "segmentation.name", "align.name", "preprocess.image_size",
                     "model.name", "model.widths", "model.latent_dim", "model.bottleneck", "model.loss", "model.lr",
                     "data.batch_size", "threshold.name", "trainer.max_epochs", "seed")
@@ -20,7 +22,7 @@ EXTRA_METRICS = ("val_auroc_mean", "best_val_mse_mean", "test_auroc_mean", "test
                  "test_sensitivity_mean", "test_specificity_mean")
 
 
-class CompareError(ValueError):
+class CompareError(UserError):
     """Nothing to compare: unknown experiment, no finished runs, or a metric that no run has."""
 
 

@@ -13,6 +13,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from fbad.errors import UserError
 from fbad.inference.bundle import PLANE_MODEL_FILE, ModelSourceError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ RUNTIME_PACKAGES = ("torch", "pytorch-lightning", "mlflow", "opencv-python-headl
                     "albumentations", "numpy", "pandas", "onnxruntime", "omegaconf")
 
 
-class PublishError(ValueError):
+class PublishError(UserError):
     """Nothing publishable: no experiment, no finished run with the metric, or a run missing artifacts."""
 
 
