@@ -256,27 +256,11 @@ def save_weights(path: str | Path, net_or_bundle: torch.nn.Module | Mapping[str,
     return path
 
 
-def resolve_weights(source: str | Path, tracking_uri: str | None = None) -> Path:
-    """A local weights file from a path, `runs:/<id>/model/segmenter.pt` or `models:/<name>@<alias>` etc.
-
-    A folder (local, or what a URI resolves to) is searched for `segmenter.pt`.
-    """
-    from fbad.tracking.artifacts import find_file
-
-    return find_file(source, WEIGHTS_NAME, "segmentation weights", tracking_uri)
-
-
 def load_weights(source: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     """The weights bundle (see `save_weights`), checked for the expected format."""
-    path = resolve_weights(source, tracking_uri)
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FileNotFoundError(f"segmentation weights {str(source)!r}: not a readable weights file ({exc})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != WEIGHTS_FORMAT:
-        raise FileNotFoundError(f"segmentation weights {str(source)!r}: not an fbad learned-segmenter file "
-                                f"(expected format {WEIGHTS_FORMAT})")
-    return bundle
+    from fbad.tracking.artifacts import load_weights_file
+
+    return load_weights_file(source, WEIGHTS_NAME, "segmentation weights", WEIGHTS_FORMAT, tracking_uri)
 
 
 def net_from_bundle(bundle: Mapping[str, Any]) -> UNet:

@@ -227,7 +227,7 @@ def test_weights_file_loads_weights_only(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a readable weights file"):
         PlaneClassifier.load(pickled)  # a pickled object is refused, never executed
     torch.save({"format": "something-else"}, pickled)
-    with pytest.raises(FileNotFoundError, match="not an fbad plane-classifier file"):
+    with pytest.raises(FileNotFoundError, match="not an fbad plane_classifier.pt file"):
         PlaneClassifier.load(pickled)
 
 

@@ -52,18 +52,9 @@ def save_bundle(path: str | Path, bundle: Mapping[str, Any]) -> Path:
 
 def load_bundle(source: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     """The weights bundle behind a path, a folder holding it, or an MLflow URI (`runs:/<id>/model/...`)."""
-    from fbad.tracking.artifacts import find_file
+    from fbad.tracking.artifacts import load_weights_file
 
-    what = "plane classifier weights"
-    path = find_file(source, WEIGHTS_NAME, what, tracking_uri)
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FileNotFoundError(f"{what} {str(source)!r}: not a readable weights file ({exc})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != WEIGHTS_FORMAT:
-        raise FileNotFoundError(f"{what} {str(source)!r}: not an fbad plane-classifier file "
-                                f"(expected format {WEIGHTS_FORMAT})")
-    return bundle
+    return load_weights_file(source, WEIGHTS_NAME, "plane classifier weights", WEIGHTS_FORMAT, tracking_uri)
 
 
 class PlaneClassifier:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def is_uri(source: str | Path) -> bool:
@@ -42,3 +43,18 @@ def find_file(source: str | Path, name: str, what: str, tracking_uri: str | None
             raise FileNotFoundError(f"{what} {str(source)!r}: no {name} in {local}")
         local = found[0]
     return local
+
+
+def load_weights_file(source: str | Path, name: str, what: str, fmt: str,
+                      tracking_uri: str | None = None) -> dict[str, Any]:
+    """The fbad weights dict behind `source`, loaded without running pickled code and checked for `fmt`."""
+    import torch
+
+    path = find_file(source, name, what, tracking_uri)
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FileNotFoundError(f"{what} {str(source)!r}: not a readable weights file ({exc})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != fmt:
+        raise FileNotFoundError(f"{what} {str(source)!r}: not an fbad {name} file (expected format {fmt})")
+    return bundle

@@ -36,7 +36,7 @@ from fbad.data.phantom.imaging import sample_settings, scan
 from fbad.data.phantom.overlay import burn_text
 from fbad.data.phantom.render import paint_head, paint_outside, sample_textures
 from fbad.data.phantom.shapes import Blob, Frame, Shape, Stroke, fill_mask, paint
-from fbad.data.phantom.writer import _PNG, INDEX_HEADER, INDEX_NAME
+from fbad.data.phantom.writer import _PNG, INDEX_HEADER, INDEX_NAME, write_once
 from fbad.data.records import Plane
 
 NEGATIVE_KINDS: tuple[str, ...] = ("abdomen", "femur", "brain_other", "no_fetus")
@@ -203,9 +203,7 @@ def write_negatives(out: Path | str, n: int, cfg: PhantomConfig | None = None, s
 def ensure_negatives(root: Path | str, n: int, cfg: PhantomConfig | None = None, seed: int = 0,
                      workers: int | None = None) -> Path:
     """`write_negatives` once, atomically (a temporary sibling renamed when complete); then reuse it."""
-    root = Path(root).expanduser().resolve()
-    if (root / INDEX_NAME).is_file():
-        return root
+    return write_once(root, lambda tmp: write_negatives(tmp, n, cfg, seed, workers))
     tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     write_negatives(tmp, n, cfg, seed, workers)

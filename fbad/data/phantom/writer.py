@@ -10,6 +10,8 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +151,22 @@ def write_phantom(out: Path | str, n_per_plane: int, cfg: PhantomConfig | None =
             "n_per_plane": n_per_plane, "n_images": len(items), "config": cfg.to_dict()}
     (out / "phantom.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def write_once(root: Path | str, write: Callable[[Path], object]) -> Path:
+    """`write(folder)` into a temporary sibling renamed to `root` when complete; an existing `root` is reused.
+
+    A crash leaves no half-written dataset behind, and two processes racing on the same root keep one copy.
+    """
+    root = Path(root).expanduser().resolve()
+    if (root / INDEX_NAME).is_file():
+        return root
+    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished the same data first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -63,20 +61,14 @@ def ensure_phantom(
 ) -> Path:
     """Write the phantom atomically: into a temporary sibling, renamed when complete."""
     from fbad.data.phantom import PhantomConfig, write_phantom
+    from fbad.data.phantom.writer import write_once
 
-    if (root / INDEX_NAME).is_file():
-        return root
+    if (Path(root) / INDEX_NAME).is_file():
+        return Path(root)
     cfg = PhantomConfig(size=size, **_phantom_options(options))
-    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     log.info("generating phantom: %d images per plane at %dx%d, seed %d -> %s", n_per_plane, size, size, seed, root)
-    write_phantom(tmp, n_per_plane=n_per_plane, cfg=cfg, seed=seed, workers=workers)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(root)
-    except OSError:  # another process finished the same phantom first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return write_once(root, lambda tmp: write_phantom(tmp, n_per_plane=n_per_plane, cfg=cfg, seed=seed,
+                                                      workers=workers))
 
 
 def _phantom_options(options: dict) -> dict:
