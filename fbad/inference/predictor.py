@@ -18,7 +18,7 @@ import torch
 
 from fbad.anomaly.scoring import anomaly_map, score_images
 from fbad.anomaly.thresholds import apply_threshold
-from fbad.data.imageio import BadImageError, SkipLog, read_gray
+from fbad.data.imageio import SkipLog, read_gray
 from fbad.data.records import BRAIN_PLANES, Plane, Record
 from fbad.inference.backends import BACKENDS, OnnxReconstructor, Reconstructor, TorchReconstructor, export_onnx
 from fbad.inference.bundle import Bundle
@@ -70,7 +70,7 @@ def reconstructors(bundle: Bundle, backend: str, onnx_dir: Path | None = None,
     return out
 
 
-def route_planes(bundle: Bundle, records: Sequence[Record], classifier_batch: int = 64,
+def route_planes(bundle: Bundle, records: Sequence[Record], workers: int | None = None,
                  progress: bool = False) -> list[tuple[str | None, str, float, str]]:
     """(plane or None, where it came from, confidence, why not) per record.
 
@@ -88,30 +88,40 @@ def route_planes(bundle: Bundle, records: Sequence[Record], classifier_batch: in
         else:
             routes.append((str(r.plane), "index", 1.0, ""))
     if unknown and bundle.classifier_path is not None:
-        _classify(bundle, records, unknown, routes, classifier_batch, progress)
+        _classify(bundle, records, unknown, routes, workers, progress)
     return [(p, src, conf, why) if p is None or p in bundle.planes else
             (p, src, conf, why or f"plane {p} is not one the model covers ({', '.join(sorted(bundle.planes))})")
             for p, src, conf, why in routes]
 
 
 def _classify(bundle: Bundle, records: Sequence[Record], idx: list[int],
-              routes: list[tuple[str | None, str, float, str]], batch: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
+              routes: list[tuple[str | None, str, float, str]], workers: int | None, progress: bool) -> None:
     from fbad.planes import PlaneClassifier
 
     classifier = PlaneClassifier.load(bundle.classifier_path)
-    for start in tqdm(range(0, len(idx), batch), desc="classify planes", disable=not progress, unit="batch"):
-        chunk, images = [], []
-        for i in idx[start:start + batch]:
-            try:
-                images.append(read_gray(records[i].path))
-                chunk.append(i)
-            except BadImageError as exc:
-                routes[i] = (None, "classifier", float("nan"), exc.reason)
-        for i, (name, conf) in zip(chunk, classifier.predict(images), strict=True):
-            why = "" if name in SUPPORTED else f"plane classifier: not a supported plane (confidence {conf:.2f})"
-            routes[i] = (name, "classifier", float(conf), why)
+    # reading and fan-cropping run on all cores; the network sees small frames in one batch
+    done = safe_map(_PlaneInput(classifier.input_size, classifier.crop), [records[i] for i in idx],
+                    workers=workers, progress=progress, desc="plane inputs")
+    ok = [(i, out["frame"]) for i, (out, _) in zip(idx, done, strict=True) if out is not None]
+    for i, (out, reason) in zip(idx, done, strict=True):
+        if out is None:
+            routes[i] = (None, "classifier", float("nan"), reason)
+    answers = classifier.predict_frames([f for _, f in ok])
+    for (i, _), (name, conf) in zip(ok, answers, strict=True):
+        why = "" if name in SUPPORTED else f"plane classifier: not a supported plane (confidence {conf:.2f})"
+        routes[i] = (name, "classifier", float(conf), why)
+
+
+class _PlaneInput:
+    """Picklable: a record's frame as the plane classifier takes it (None inside: nothing to look at)."""
+
+    def __init__(self, size: int, crop: str):
+        self.size, self.crop = size, crop
+
+    def __call__(self, record: Record) -> dict[str, np.ndarray | None]:
+        from fbad.planes.inputs import usable_frame
+
+        return {"frame": usable_frame(read_gray(record.path), self.size, self.crop)}
 
 
 def predict_records(bundle: Bundle, records: Sequence[Record], backend: str = "torch", *,
@@ -119,7 +129,7 @@ def predict_records(bundle: Bundle, records: Sequence[Record], backend: str = "t
                     progress: bool = True, keep_maps: int = 0, device: str = "cpu") -> Prediction:
     """Label every record; see the module docstring for what each row says."""
     recon = reconstructors(bundle, backend, onnx_dir, device)
-    routes = route_planes(bundle, records, progress=progress)
+    routes = route_planes(bundle, records, workers=workers, progress=progress)
     rows = [{"path": str(r.path), "true_label": str(r.label), "plane": p, "plane_source": src,
              "plane_confidence": conf, "score": np.nan, "threshold": np.nan, "label": "unsupported_plane",
              "segmentation": "", "reason": why}

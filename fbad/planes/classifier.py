@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fbad.planes.inputs import MIN_SIDE, check_gray, fov_box, prepare_frame, to_tensor
+from fbad.planes.inputs import prepare_frame, to_tensor, usable_frame
 from fbad.planes.net import PlaneNet
 
 WEIGHTS_FORMAT = "fbad-plane-classifier/1"
@@ -132,11 +132,14 @@ class PlaneClassifier:
         `unsupported` with confidence 1, so one such frame never stops a batch. An array that is not an
         image at all (wrong rank) raises ValueError.
         """
-        images = [check_gray(g) for g in gray_images]
-        usable = [i for i, g in enumerate(images) if min(g.shape) >= MIN_SIDE and fov_box(g) is not None]
-        answers: list[tuple[str, float]] = [(UNSUPPORTED, 1.0)] * len(images)
+        return self.predict_frames([usable_frame(g, self.input_size, self.crop) for g in gray_images])
+
+    def predict_frames(self, frames: Sequence[np.ndarray | None]) -> list[tuple[str, float]]:
+        """`predict` for frames made by `usable_frame` (None: nothing to look at, so `unsupported`)."""
+        usable = [i for i, f in enumerate(frames) if f is not None]
+        answers: list[tuple[str, float]] = [(UNSUPPORTED, 1.0)] * len(frames)
         if usable:
-            found = self.predict_tensor(to_tensor(self.prepare([images[i] for i in usable])))
+            found = self.predict_tensor(to_tensor(np.stack([frames[i] for i in usable])))
             for i, a in zip(usable, found, strict=True):
                 answers[i] = a
         return answers

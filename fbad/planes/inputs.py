@@ -42,26 +42,40 @@ def fov_box(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | 
     return fov, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
 
 
+def usable_frame(img: np.ndarray, size: int = 96, crop: str = "fov") -> np.ndarray | None:
+    """`prepare_frame`, or None for a frame with nothing to look at (under MIN_SIDE px, or no field of view)."""
+    gray = check_gray(img)
+    if min(gray.shape) < MIN_SIDE:
+        return None
+    found = fov_box(gray)
+    if found is None:
+        return None
+    return _letterboxed(gray, found, size, crop)
+
+
+def _letterboxed(gray: np.ndarray, found: tuple[np.ndarray, tuple[int, int, int, int]] | None, size: int,
+                 crop: str) -> np.ndarray:
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if size < 16:
+        raise ValueError(f"input size must be >= 16, got {size}")
+    if crop == "fov" and found is not None:
+        fov, (y0, y1, x0, x1) = found
+        gray = np.where(fov, gray, np.uint8(0))[y0:y1, x0:x1]
+    return letterbox(np.ascontiguousarray(gray), (size, size))
+
+
 def prepare_frame(img: np.ndarray, size: int = 96, crop: str = "fov") -> np.ndarray:
     """uint8 (size, size): the frame, fan-masked and cropped (`crop="fov"`) or whole, letterboxed.
 
     A frame without a field of view (all black) is letterboxed whole: the classifier reports it
     `unsupported` before looking (see `PlaneClassifier`).
     """
-    if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-    if size < 16:
-        raise ValueError(f"input size must be >= 16, got {size}")
     gray = check_gray(img)
     if min(gray.shape) < MIN_SIDE:
         raise ValueError(f"image too small for plane classification: {gray.shape[1]}x{gray.shape[0]} "
                          f"(< {MIN_SIDE} px)")
-    if crop == "fov":
-        found = fov_box(gray)
-        if found is not None:
-            fov, (y0, y1, x0, x1) = found
-            gray = np.where(fov, gray, np.uint8(0))[y0:y1, x0:x1]
-    return letterbox(np.ascontiguousarray(gray), (size, size))
+    return _letterboxed(gray, fov_box(gray) if crop == "fov" else None, size, crop)
 
 
 def to_tensor(frames: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
