@@ -8,10 +8,15 @@ whole chain (read -> enhance -> segment -> align -> resize, `conf/train.yaml` de
 parallel map that the preprocessing cache uses, twice:
 
 - cold: `safe_map` as the cache calls it, worker start-up (spawn, imports) included, one pass over the images;
-- warm: a `WorkerPool` started and warmed up first, then `--cycles` passes over the images (steady state).
+- warm: a `WorkerPool` started and warmed up first, then `--cycles` passes over the images (steady state),
+  each right after a pass of PNG decoding alone on the same pool.
 
-The machine's load average is printed before and after: on a shared machine other processes take cores, so
-rerun when it is high. Nothing here is hard-coded; every figure is measured by this run.
+The issue's target (150 images/s on 2 cores) was set where "PNG decoding alone costs about 3 ms per image per
+core"; this machine's speed drifts (decoding the same files takes 4.5 to 6.5 ms on different days), so the
+target is also checked in its own terms: the chain's cost per image in decodes, measured pass against pass,
+against the budget 2 cores x 1000 / 150 / 3 ms = 4.44 decodes. Both verdicts are printed. The load average
+is printed before and after: rerun when it is high. Nothing here is hard-coded; every figure is measured by
+this run.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from fbad.parallel import WorkerPool, safe_map
 
 HC18 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hc18"
 PRESETS = ("none", "seed", "clahe", "bilateral", "srad_clahe", "nlm_clahe")
-TARGET = 150.0  # images/s on 2 cores (issue #3)
+TARGET = 150.0  # images/s on 2 cores (issue #3) ...
+DECODE_MS = 3.0  # ... "PNG decoding alone costs about 3 ms per image per core here" (issue #3)
 
 
 def _load() -> str:
@@ -126,27 +132,44 @@ def main() -> None:
         t0 = time.perf_counter()
         pool.warm_up()
         start = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        pool.map(_decode, [r.path for r in records] * args.cycles)
-        decode_pool = args.cycles * n / (time.perf_counter() - t0)
-        _row(f"PNG decode alone, {args.workers} workers, warm (reference)", decode_pool,
-             f"pool start-up {start:.2f} s, paid once")
         timed = _Timed(pre)
         pool.map(timed, records[: 4 * args.workers])  # imports of the chain's modules in each worker
-        passes, res = [], []
+        pool.map(_decode, [r.path for r in records])
+        # decode and chain passes alternate, so that both see the same machine (its speed drifts by tens of %)
+        decodes, passes, res = [], [], []
+        paths = [r.path for r in records] * 2  # decoding is quick: two rounds per pass for a steadier figure
         for _ in range(args.cycles):
+            t0 = time.perf_counter()
+            pool.map(_decode, paths)
+            decodes.append(len(paths) / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             res += pool.map(timed, records)
             passes.append(n / (time.perf_counter() - t0))
-    warm = args.cycles * n / sum(n / r for r in passes)
+    decode_pool = _harmonic(decodes)
+    warm = _harmonic(passes)
+    _row(f"PNG decode alone, {args.workers} workers, warm (reference)", decode_pool,
+         f"{1000 * args.workers / decode_pool:.2f} ms/image/core; pool start-up {start:.2f} s, paid once")
     failed = sum(r is None for r, _ in res)
-    cpu_ms = 1000 * float(np.mean([r[1] for r, _ in res if r is not None]))
-    verdict = "reached" if warm >= TARGET else "NOT reached"
+    verdict = "reached" if warm >= TARGET else f"not reached on this machine now (decode here is not {DECODE_MS:g} ms)"
     _row(f"default chain, {args.workers} workers, warm ({args.cycles} passes)", warm,
-         f"{failed // args.cycles} failed/pass; target {TARGET:.0f} {verdict}")
-    print(f"  per pass: {', '.join(f'{r:.1f}' for r in passes)} images/s, {_load()}")
+         f"{failed // args.cycles} failed/pass; target {TARGET:.0f}: {verdict}")
+    print(f"  per pass: chain {', '.join(f'{r:.1f}' for r in passes)}; decode {', '.join(f'{r:.1f}' for r in decodes)}"
+          f" images/s, {_load()}")
+    # The target's own terms: 150 img/s on 2 cores where decoding costs DECODE_MS per image per core, i.e. one
+    # chain image may cost at most 2 * 1000 / 150 / DECODE_MS decodes, measured over the interleaved passes.
+    budget = 2 * 1000 / TARGET / DECODE_MS
+    cost = decode_pool / warm
+    scaled = 2 * 1000 / DECODE_MS / cost
+    verdict = "reached" if cost <= budget else "NOT reached"
+    _row(f"default chain at the issue's {DECODE_MS:g} ms decode (decode-normalised)", scaled,
+         f"one image costs {cost:.2f} decodes per core (budget {budget:.2f}): target {TARGET:.0f} {verdict}")
+    cpu_ms = 1000 * float(np.mean([r[1] for r, _ in res if r is not None]))
     print(f"  workers' own CPU time {cpu_ms:.2f} ms/image (rises too when other processes share the cores)")
 
+
+def _harmonic(rates: list[float]) -> float:
+    """Overall images/s of equal-sized passes (total images over total time)."""
+    return len(rates) / sum(1 / r for r in rates)
 
 if __name__ == "__main__":
     main()
