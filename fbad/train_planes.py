@@ -203,7 +203,7 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from fbad.planes.module import PlaneModule
     from fbad.segmentation_learned import build_augment
     from fbad.tracking import plots
-    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
+    from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -236,13 +236,9 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.warning("the dataset has no test split: held-out figures are on the validation images (prefix val_)")
 
     setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
-    run = mlflow.start_run(run_name=cfg.run_name or f"train-planes-{run_dir.name}")
-    try:
-        plain = _plain(cfg)
-        log_params(flat_params(plain))
-        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
-        mlflow.set_tags({"fbad.command": "train-planes", "git_commit": git_commit(), "run_dir": str(run_dir),
-                         "held_out": held_name})
+    plain = _plain(cfg)
+    with command_run("train-planes", run_dir, plain, cfg.run_name, len(skipped),
+                     tags={"held_out": held_name}) as run:
         mlflow.log_params({"classes": json.dumps(classes), **{f"n_{k}": len(v) for k, v in parts.items()}, **counts,
                            **{f"left_out_{k}": v for k, v in left_out.items()}})
         mlflow.log_artifact(str(run_dir / "split.json"))
@@ -306,13 +302,6 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         plots.close(fig)
         for name in ("predictions.csv", "confusion_matrix.json", "confusion_matrix.png"):
             mlflow.log_artifact(str(run_dir / name))
-        mlflow.log_metric("images_skipped", len(skipped))
-        if (run_dir / "skipped.csv").is_file():
-            mlflow.log_artifact(str(run_dir / "skipped.csv"))
-    except BaseException as exc:
-        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED")
-        raise
-    mlflow.end_run("FINISHED")
     print_metrics(summary, title=f"train-planes: {held_name} split ({len(held)} images never trained on), "
                                  f"classes {classes}")
     print(f"weights: {path}\nMLflow: runs:/{run.info.run_id}/model/{WEIGHTS_NAME}")

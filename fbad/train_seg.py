@@ -190,7 +190,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         make_bundle,
         save_weights,
     )
-    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
+    from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -212,12 +212,8 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         {k: [r.path.name for r in v] for k, v in {**splits, "extra_train": extra}.items()}, indent=1))
 
     setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
-    run = mlflow.start_run(run_name=cfg.run_name or f"train-seg-{run_dir.name}")
-    try:
-        plain = _plain(cfg)
-        log_params(flat_params(plain))
-        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
-        mlflow.set_tags({"fbad.command": "train-seg", "git_commit": git_commit(), "run_dir": str(run_dir)})
+    plain = _plain(cfg)
+    with command_run("train-seg", run_dir, plain, cfg.run_name, len(skipped)) as run:
         mlflow.log_params({"n_train": len(x_tr), "n_val": len(x_va), "n_test": len(splits["test"]),
                            "n_extra_train": len(extra)})
         mlflow.log_artifact(str(run_dir / "split.json"))
@@ -258,13 +254,6 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             summary.update(held)
             if bad:
                 log.warning("%d held-out images could not be read", len(bad))
-        mlflow.log_metric("images_skipped", len(skipped))
-        if (run_dir / "skipped.csv").is_file():
-            mlflow.log_artifact(str(run_dir / "skipped.csv"))
-    except BaseException as exc:
-        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED")
-        raise
-    mlflow.end_run("FINISHED")
     print_metrics(summary, title=f"train-seg: held-out test ({len(splits['test'])} images never trained on)")
     print(f"weights: {weights}\nMLflow: runs:/{run.info.run_id}/model/{WEIGHTS_NAME}")
     summary["run_id"] = run.info.run_id  # type: ignore[assignment]

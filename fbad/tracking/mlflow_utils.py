@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,30 @@ def setup_experiment(tracking_uri: str, experiment: str, artifact_root: str | Pa
     return exp_id
 
 
+@contextmanager
+def command_run(
+    command: str, run_dir: Path, config: Mapping, run_name: str | None = None, skipped: int = 0,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """The one MLflow run of a single-run command (train-seg, train-planes): the resolved config as params and
+    config.yaml, the usual tags; on success the skipped-image count and skipped.csv, then FINISHED; on an error
+    FAILED (KILLED when interrupted) with the error in the `fbad.error` tag, so no run is left RUNNING."""
+    run = mlflow.start_run(run_name=run_name or f"{command}-{run_dir.name}")
+    try:
+        log_params(flat_params(config))
+        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(dict(config))), "config.yaml")
+        mlflow.set_tags({"fbad.command": command, "git_commit": git_commit(), "run_dir": str(run_dir), **(tags or {})})
+        yield run
+        mlflow.log_metric("images_skipped", skipped)
+        if (run_dir / "skipped.csv").is_file():
+            mlflow.log_artifact(str(run_dir / "skipped.csv"))
+    except BaseException as exc:
+        mlflow.set_tag("fbad.error", (str(exc) or type(exc).__name__)[:5000])
+        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
 def flat_params(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, str]:
     """Nested config as dotted keys (lists kept whole), values cut to MLflow's length limit."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -52,7 +77,7 @@ def flat_params(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, str]:
             out[key] = out[key][:MAX_PARAM_LEN]
 
     walk(container, prefix)
-    return out
+    return {k: v for k, v in out.items() if k}  # an empty top-level config has no parameter to log
 
 
 def log_params(params: Mapping[str, str], run_id: str | None = None) -> None:
