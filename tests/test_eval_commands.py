@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import mlflow
+import pytest
 from test_cli import fbad
 
 
@@ -47,3 +48,25 @@ def test_eval_enhance_on_phantom(tmp_path):
 def test_eval_enhance_needs_ground_truth(tmp_path, hc18_root):
     proc = fbad("eval-enhance", "dataset=hc18", f"dataset.root={hc18_root}", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "no noise-free reference" in proc.stderr
+
+
+def test_failed_image_counts_as_dice_zero_and_leaves_distances_finite(tmp_path, hc18_root):
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from fbad.data.readers import read_dataset
+    from fbad.evaluation.segmentation import evaluate_segmentation, summarise
+
+    records = read_dataset({"name": "hc18", "root": str(hc18_root)}).records[:2]
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros(cv2.imread(str(records[0].path), 0).shape, np.uint8))
+    records.append(dataclasses.replace(records[0], path=black))  # same annotation, no head to find
+    df, skipped = evaluate_segmentation(records, {"name": "ellipse"}, workers=1, progress=False)
+    assert not skipped and df["failed"].tolist() == [False, False, True]
+    s = summarise(df)
+    assert s["failure_rate"] == pytest.approx(1 / 3)
+    assert s["dice_mean"] == pytest.approx(df["dice"].iloc[:2].sum() / 3)  # the failure counts as 0
+    assert np.isfinite(s["hd_mm_mean"]) and np.isfinite(s["hc_abs_err_mm_mean"])
+    assert s["hd_mm_mean"] == pytest.approx(df["hd_mm"].iloc[:2].mean())

@@ -75,14 +75,22 @@ def evaluate_segmentation(records: Sequence[Record], seg_cfg: Mapping[str, Any],
 
 
 def summarise(df: pd.DataFrame) -> dict[str, float]:
+    """Means and medians per metric. Dice and IoU count a failed image as 0; distances (Hausdorff, HC error)
+    have no value there, so they average the images where a head was found and `failure_rate` says how many
+    were not (an infinite mean would say nothing and cannot be logged)."""
     out: dict[str, float] = {"n_images": float(len(df))}
     if not len(df):
         return out
+    found = ~df["failed"].astype(bool)
     for k in SUMMARY_METRICS:
-        if k in df and df[k].notna().any():
-            out[f"{k}_mean"] = float(df[k].mean())
-            out[f"{k}_median"] = float(df[k].median())
-    out["failure_rate"] = float(df["failed"].mean())
+        if k not in df:
+            continue
+        vals = df[k] if k in ("dice", "iou") else df.loc[found, k]
+        vals = vals[np.isfinite(vals.astype(float))]
+        if len(vals):
+            out[f"{k}_mean"] = float(vals.mean())
+            out[f"{k}_median"] = float(vals.median())
+    out["failure_rate"] = float((~found).mean())
     return out
 
 
