@@ -263,6 +263,13 @@ def load_weights(source: str | Path, tracking_uri: str | None = None) -> dict[st
     return load_weights_file(source, WEIGHTS_NAME, "segmentation weights", WEIGHTS_FORMAT, tracking_uri)
 
 
+def weights_digest(source: str | Path, tracking_uri: str | None = None) -> str:
+    """What the weights behind `source` are, whatever it is called (see `file_digest`)."""
+    from fbad.tracking.artifacts import file_digest
+
+    return file_digest(source, WEIGHTS_NAME, "segmentation weights", tracking_uri)
+
+
 def net_from_bundle(bundle: Mapping[str, Any]) -> UNet:
     net = UNet(bundle["model"]["widths"])
     net.load_state_dict(bundle["state_dict"])

@@ -4,6 +4,7 @@ sanity check on synthetic ellipses."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -224,3 +225,22 @@ def test_save_weights_round_trip(tmp_path):
     assert bundle["trained_on"] == ["a.png", "b.png"]
     seg = learned_from_params(str(path))
     assert seg.trained_on == {"a.png", "b.png"} and seg.work_hw == (32, 48)
+
+
+def test_cache_key_follows_the_weights_not_their_name(trained, tmp_path):
+    """Retraining into the same path, or moving an alias, must give a new preprocessing-cache key."""
+    from fbad.data.cache import config_hash
+    from fbad.preprocess.pipeline import Preprocessor
+    from fbad.segmentation_learned import weights_digest
+
+    def key(weights: str) -> str:
+        seg = {"name": "learned", "weights": weights, "tracking_uri": trained.uri}
+        return config_hash(Preprocessor({"image_size": 32, "segmentation": seg}).config_for_hash())
+
+    path = tmp_path / "segmenter.pt"
+    shutil.copy(trained.run_dir / "segmenter.pt", path)
+    first = key(str(path))
+    assert key(str(path)) == first
+    assert weights_digest(str(path)) == weights_digest("models:/head_seg/1", trained.uri)  # same file, two names
+    save_weights(path, UNet((4, 8)), (32, 48), ["a.png"])  # retrained into the same file
+    assert key(str(path)) != first

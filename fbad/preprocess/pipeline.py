@@ -35,7 +35,15 @@ class Preprocessor:
         return {**self.__dict__, "_enhance": None, "_segment": None}
 
     def config_for_hash(self) -> dict:
-        return {"version": PREPROCESS_VERSION, **self.cfg}
+        """The config, plus the digest of the learned segmenter's weights: a retrained file at the same path,
+        or an alias moved to a new version, must not be served the old segmentations from the cache."""
+        cfg = {"version": PREPROCESS_VERSION, **self.cfg}
+        seg = cfg.get("segmentation") or {}
+        if seg.get("name") == "learned" and seg.get("weights") not in (None, "", "???"):
+            from fbad.segmentation_learned import weights_digest
+
+            cfg["segmentation"] = {**seg, "weights_sha256": weights_digest(seg["weights"], seg.get("tracking_uri"))}
+        return cfg
 
     def _enhancer(self):
         if self._enhance is None:

@@ -45,6 +45,14 @@ def find_file(source: str | Path, name: str, what: str, tracking_uri: str | None
     return local
 
 
+def file_digest(source: str | Path, name: str, what: str, tracking_uri: str | None = None) -> str:
+    """SHA-256 (16 hex digits) of the file behind `source`. Cache keys need it: a path or an alias
+    (`models:/seg@champion`) can point to other weights while its text stays the same."""
+    import hashlib
+
+    return hashlib.sha256(find_file(source, name, what, tracking_uri).read_bytes()).hexdigest()[:16]
+
+
 def load_weights_file(source: str | Path, name: str, what: str, fmt: str,
                       tracking_uri: str | None = None) -> dict[str, Any]:
     """The fbad weights dict behind `source`, loaded without running pickled code and checked for `fmt`."""
