@@ -122,6 +122,28 @@ def test_export_cli_writes_checked_onnx_bundle(trained_run, tmp_path):
     assert set(bundle.planes) == PLANES and all(pm.onnx_path.is_file() for pm in bundle.planes.values())
 
 
+def test_bundle_carries_the_learned_segmenter(trained_run, tmp_path):
+    """A model trained on `segmentation=learned` must predict where its segmenter's path or URI means nothing."""
+    from fbad.inference.bundle import write_bundle
+    from fbad.models.unet import UNet
+    from fbad.segmentation_learned import save_weights
+
+    weights = save_weights(tmp_path / "seg" / "segmenter.pt", UNet((4, 8)), (32, 48), ["a.png"])
+    bundle = load_bundle(trained_run.run_dir)
+    bundle.preprocess = {**bundle.preprocess, "segmentation": {"name": "learned", "weights": str(weights)}}
+    out = write_bundle(bundle, tmp_path / "bundle")
+    original = weights.read_bytes()
+    shutil.rmtree(weights.parent)  # the training machine's file is gone
+
+    moved = load_bundle(out)
+    carried = Path(moved.preprocess["segmentation"]["weights"])
+    assert carried.parent == out and carried.read_bytes() == original
+    records = read_inputs(None, _phantom(trained_run)).records[:3]
+    pred = predict_records(moved, records, workers=1, progress=False).table
+    assert len(pred) == 3 and set(pred.label) <= {"normal", "abnormal", "failed"}  # segmented, or listed: no crash
+    assert not pred.reason.str.contains("segmentation weights").any()
+
+
 class _RunsCode:
     """A pickle that would create a file when unpickled without weights_only."""
 

@@ -1,7 +1,8 @@
 """Everything a prediction needs, loaded from wherever a trained model lives.
 
 A *bundle* is the per-plane autoencoders with their calibrated thresholds, the preprocessing config
-they were trained with, and optionally a plane classifier. It loads from:
+they were trained with (and, for `segmentation=learned`, a copy of the segmenter's weights), and
+optionally a plane classifier. It loads from:
 
 - a training run folder (`outputs/train/<time>/`, with `<plane>/model.pt`),
 - a bundle folder written by `write_bundle` (`bundle.json` beside `planes/<plane>.pt`),
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from fbad.models.lightning import AutoencoderModule
-from fbad.tracking.artifacts import is_uri, local_path
+from fbad.tracking.artifacts import find_file, is_uri, local_path
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "fbad.bundle/1"
 PLANE_MODEL_FILE = "model.pt"
 CLASSIFIER_FILE = "plane_classifier.pt"
+SEGMENTER_FILE = "segmenter.pt"
 
 
 class ModelSourceError(FileNotFoundError):
@@ -91,6 +93,9 @@ def _read_manifest(manifest: Path, source: str) -> Bundle:
         raise ModelSourceError(f"model {source!r}: bundle is missing {', '.join(missing)}")
     classifier = root / spec["classifier"] if spec.get("classifier") else None
     bundle = _assemble(files, source, classifier, spec.get("meta", {}))
+    if spec.get("segmenter"):  # the learned segmenter travels with the bundle: point the config at its copy
+        seg = {**bundle.preprocess["segmentation"], "weights": str(root / spec["segmenter"])}
+        bundle.preprocess = {**bundle.preprocess, "segmentation": seg}
     for plane, rel in (spec.get("onnx") or {}).items():
         if (root / rel).is_file() and plane in bundle.planes:
             bundle.planes[plane].onnx_path = root / rel
@@ -173,6 +178,13 @@ def write_bundle(bundle: Bundle, out: Path, onnx: dict[str, Path] | None = None,
     if bundle.classifier_path is not None:
         shutil.copyfile(bundle.classifier_path, out / CLASSIFIER_FILE)
         spec["classifier"] = CLASSIFIER_FILE
+    seg = bundle.preprocess.get("segmentation") or {}
+    if seg.get("name") == "learned":  # its weights may be a local path or a URI of this machine's MLflow store
+        from fbad.segmentation_learned import WEIGHTS_NAME
+
+        weights = find_file(seg["weights"], WEIGHTS_NAME, "segmentation weights", seg.get("tracking_uri"))
+        shutil.copyfile(weights, out / SEGMENTER_FILE)
+        spec["segmenter"] = SEGMENTER_FILE
     (out / BUNDLE_FILE).write_text(json.dumps(spec, indent=2))
     return out
 
