@@ -103,6 +103,24 @@ def test_hc18_without_csv_and_empty(tmp_path, hc18_root):
         get_reader("hc18")(tmp_path / "images" / "..", image_dir="nothing_here_dir_" )
 
 
+def test_hc18_reads_a_subjects_further_images_and_lists_strays(tmp_path, hc18_root):
+    """HC18 names a subject's second and third images NNN_2HC.png, NNN_3HC.png (a fifth of the full set)."""
+    src = hc18_root / "images"
+    (tmp_path / "images").mkdir()
+    for name in ("010_HC", "010_2HC", "011_3HC"):
+        shutil.copy(src / "003_HC.png", tmp_path / "images" / f"{name}.png")
+    shutil.copy(src / "003_HC_Annotation.png", tmp_path / "images" / "010_2HC_Annotation.png")
+    shutil.copy(src / "003_HC.png", tmp_path / "images" / "scan_0001.png")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    res = get_reader("hc18")(tmp_path)
+    by_name = {r.path.name: r for r in res.records}
+    assert sorted(by_name) == ["010_2HC.png", "010_HC.png", "011_3HC.png"]
+    assert by_name["010_2HC.png"].patient_id == by_name["010_HC.png"].patient_id != by_name["011_3HC.png"].patient_id
+    assert by_name["010_2HC.png"].head_mask_path.name == "010_2HC_Annotation.png"
+    assert [(p.rsplit("/", 1)[-1], why) for p, why in res.skipped.rows] == [
+        ("scan_0001.png", "not an HC18 image name (NNN_HC.png, NNN_2HC.png, ...)")]
+
+
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown dataset"):
         get_reader("imagenet")

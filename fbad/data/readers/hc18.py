@@ -1,7 +1,9 @@
-"""HC18 (van den Heuvel et al. 2018): `NNN_HC.png`, its head outline, and the pixel-size CSV."""
+"""HC18 (van den Heuvel et al. 2018): `NNN_HC.png` (and a subject's further images `NNN_2HC.png`,
+`NNN_3HC.png`), each with its head outline `…_Annotation.png`, and the pixel-size CSV."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,8 @@ from fbad.data.readers import DatasetError, ReadResult
 from fbad.data.records import Label, Plane, Record, Split
 
 PIXEL_CSV_NAMES = ("training_set_pixel_size_and_HC.csv", "test_set_pixel_size.csv")
+IMAGE_NAME = re.compile(r"(\d+)_(\d*)HC\.png")  # subject number, then nothing or the image's number
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def read_hc18(root: str | Path, image_dir: str = "images", pixel_csv: str | None = None) -> ReadResult:
@@ -37,10 +41,17 @@ def read_hc18(root: str | Path, image_dir: str = "images", pixel_csv: str | None
         ):
             sizes[name] = (float(px), None if hc is None else float(hc))
 
-    images = sorted(p for p in img_dir.glob("*_HC.png"))
+    skipped = SkipLog()
+    images = []
+    for path in sorted(img_dir.iterdir()):
+        if path.stem.endswith("_Annotation") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if IMAGE_NAME.fullmatch(path.name):
+            images.append(path)
+        else:
+            skipped.add(path, "not an HC18 image name (NNN_HC.png, NNN_2HC.png, ...)")
     if not images:
         raise DatasetError(f"{img_dir}: no NNN_HC.png images found")
-    skipped = SkipLog()
     records = []
     for path in images:
         ann = path.with_name(path.stem + "_Annotation.png")
@@ -48,7 +59,7 @@ def read_hc18(root: str | Path, image_dir: str = "images", pixel_csv: str | None
         records.append(
             Record(
                 path=path,
-                patient_id=f"hc18_{path.stem.split('_')[0]}",
+                patient_id=f"hc18_{path.stem.split('_')[0]}",  # a subject's images stay in one split
                 plane=Plane.TRANS_THALAMIC,
                 label=Label.NORMAL,
                 split=Split.TRAIN if csv_path is None or "training" in csv_path.name else Split.TEST,
