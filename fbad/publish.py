@@ -28,7 +28,7 @@ def _app(cfg: DictConfig) -> None:
 
     mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
     done = publish(cfg.experiment_name, cfg.metric, cfg.mode, cfg.name, cfg.alias, Path(cfg.out),
-                   classifier=cfg.classifier, onnx=cfg.onnx)
+                   classifier=cfg.classifier, onnx=cfg.onnx, allow_test=cfg.allow_test)
     value = done.run.data.metrics[cfg.metric]
     if not done.changed:
         print(f"models:/{done.name}@{done.alias} already serves run {done.run.info.run_id} "

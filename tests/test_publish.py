@@ -22,7 +22,7 @@ from test_cli import fbad
 from fbad.inference.bundle import load_bundle
 from fbad.inference.inputs import read_inputs
 from fbad.inference.predictor import predict_records
-from fbad.tracking.registry import PublishError, publish
+from fbad.tracking.registry import PublishError, best_run, publish
 
 
 def _records(trained_run):
@@ -43,7 +43,7 @@ def published(trained_run, tmp_path_factory):
     classes = ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "unsupported"]
     clf = save_bundle(cwd / "plane_classifier.pt", make_bundle(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.5))
     proc = subprocess.run([sys.executable, "-m", "fbad.cli", "publish", f"experiment={trained_run.experiment}",
-                           "metric=test_auroc_mean", f"name={name}", f"classifier={clf}"], cwd=cwd,
+                           "metric=val_auroc_mean", f"name={name}", f"classifier={clf}"], cwd=cwd,
                           capture_output=True, text=True, env={**os.environ, "FBAD_OUTPUTS": str(env_root)},
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -69,9 +69,42 @@ def test_publish_registers_version_alias_and_card(trained_run, published):
 
 def test_publish_again_changes_nothing(trained_run, published, tmp_path):
     mlflow.set_tracking_uri(trained_run.mlflow_uri)
-    again = publish(trained_run.experiment, "test_auroc_mean", "max", published, "champion", tmp_path / "p")
+    live = MlflowClient().get_model_version_by_alias(published, "champion")
+    again = publish(trained_run.experiment, "val_auroc_mean", None, published, "champion", tmp_path / "p",
+                    classifier=live.tags["fbad.classifier"])
     assert not again.changed and str(again.version) == "1"
     assert len(MlflowClient().search_model_versions(f"name = '{published}'")) == 1
+
+
+def test_publish_again_with_other_packaging_is_a_new_version(trained_run, tmp_path):
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    name = f"fbad-pack-{uuid.uuid4().hex[:6]}"
+    first = publish(trained_run.experiment, "val_auroc_mean", None, name, "champion", tmp_path / "a", onnx=False)
+    second = publish(trained_run.experiment, "val_auroc_mean", None, name, "champion", tmp_path / "b", onnx=True)
+    assert first.changed and second.changed and str(second.version) == "2"
+    assert MlflowClient().get_model_version_by_alias(name, "champion").tags["fbad.onnx"] == "True"
+
+
+def test_publish_chooses_on_validation_by_the_metric_kind_and_never_an_oracle(trained_run, tmp_path):
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    exp = f"choose-{uuid.uuid4().hex[:6]}"
+    mlflow.set_experiment(exp)
+    ids = {}
+    for tag, seg, auroc, mse in (("oracle", "ground_truth", 0.99, 0.001), ("good", "ellipse", 0.95, 0.002),
+                                 ("worse", "ellipse", 0.90, 0.003)):
+        with mlflow.start_run() as run:
+            mlflow.set_tag("fbad.command", "train")
+            mlflow.log_param("segmentation.name", seg)
+            mlflow.log_metrics({"val_auroc_mean": auroc, "best_val_mse_mean": mse, "test_auroc_mean": auroc})
+            ids[tag] = run.info.run_id
+    client = MlflowClient()
+    assert best_run(client, exp, "val_auroc_mean").info.run_id == ids["good"]  # the oracle is passed over
+    assert best_run(client, exp, "best_val_mse_mean").info.run_id == ids["good"]  # lowest loss, inferred
+    assert best_run(client, exp, "best_val_mse_mean", "max").info.run_id == ids["worse"]
+    with pytest.raises(PublishError, match="chooses the model on its test split"):
+        publish(exp, "test_auroc_mean", None, "never", "champion", tmp_path / "p")
+    with pytest.raises(PublishError, match="missing: config.yaml"):  # allowed: it gets as far as the run's files
+        publish(exp, "test_auroc_mean", None, "never", "champion", tmp_path / "p", allow_test=True)
 
 
 def test_published_model_predicts_like_the_source_run(trained_run, published, tmp_path):
@@ -96,11 +129,11 @@ def test_publish_refuses_missing_artifacts_and_unknown_experiment(trained_run, t
     mlflow.set_experiment(exp)
     with mlflow.start_run():
         mlflow.set_tag("fbad.command", "train")
-        mlflow.log_metric("test_auroc_mean", 0.99)
+        mlflow.log_metric("val_auroc_mean", 0.99)
     with pytest.raises(PublishError, match=r"missing: config\.yaml .*per-plane child runs"):
-        publish(exp, "test_auroc_mean", "max", "never", "champion", tmp_path / "p")
+        publish(exp, "val_auroc_mean", "max", "never", "champion", tmp_path / "p")
     with pytest.raises(PublishError, match="no MLflow experiment named 'nope'"):
-        publish("nope", "test_auroc_mean", "max", "never", "champion", tmp_path / "p")
+        publish("nope", "val_auroc_mean", "max", "never", "champion", tmp_path / "p")
     with pytest.raises(PublishError, match="no finished training run with metric 'nonexistent'"):
         publish(trained_run.experiment, "nonexistent", "max", "never", "champion", tmp_path / "p")
     proc = fbad("publish", "experiment=nope", cwd=tmp_path, check=False)

@@ -19,6 +19,8 @@ from fbad.inference.bundle import PLANE_MODEL_FILE, ModelSourceError
 log = logging.getLogger(__name__)
 
 SOURCE_TAG = "fbad.source_run_id"
+CLASSIFIER_TAG = "fbad.classifier"  # what the version was packaged with: publishing again with other
+ONNX_TAG = "fbad.onnx"  # packaging options makes a new version
 RUNTIME_PACKAGES = ("torch", "pytorch-lightning", "mlflow", "opencv-python-headless", "scikit-image", "scikit-learn",
                     "albumentations", "numpy", "pandas", "onnxruntime", "omegaconf")
 
@@ -36,8 +38,13 @@ class Published:
     changed: bool
 
 
-def best_run(client: MlflowClient, experiment: str, metric: str, mode: str = "max") -> Run:
-    """The finished training run (not a per-plane child) with the best value of `metric`."""
+def best_run(client: MlflowClient, experiment: str, metric: str, mode: str | None = None) -> Run:
+    """The finished training run (not a per-plane child) with the best value of `metric` (`mode` None: by the
+    metric's kind, see `default_mode`). Runs on `segmentation=ground_truth` are passed over: that oracle needs
+    annotations no served image has."""
+    from fbad.tracking.compare import default_mode
+
+    mode = mode or default_mode(metric)
     if mode not in ("max", "min"):
         raise PublishError(f"mode must be max or min, got {mode!r}")
     exp = client.get_experiment_by_name(experiment)
@@ -50,7 +57,14 @@ def best_run(client: MlflowClient, experiment: str, metric: str, mode: str = "ma
     scored = [r for r in runs if "plane" not in r.data.tags and math.isfinite(r.data.metrics.get(metric, math.nan))]
     if not scored:
         raise PublishError(f"experiment {experiment!r} has no finished training run with metric {metric!r}")
-    return scored[0]
+    servable = [r for r in scored if r.data.params.get("segmentation.name") != "ground_truth"]
+    if not servable:
+        raise PublishError(f"every finished training run of {experiment!r} used segmentation=ground_truth, which "
+                           "needs an annotated head ellipse for every image: none can serve new images")
+    if servable[0] is not scored[0]:
+        log.warning("passed over %d better run(s) on segmentation=ground_truth (an oracle: needs annotations)",
+                    scored.index(servable[0]))
+    return servable[0]
 
 
 def missing_artifacts(client: MlflowClient, run: Run) -> list[str]:
@@ -119,27 +133,34 @@ def pip_requirements() -> list[str]:
     out = []
     for pkg in RUNTIME_PACKAGES:
         try:
-            out.append(f"{pkg}=={version(pkg)}")
+            out.append(f"{pkg}=={version(pkg).split('+')[0]}")  # '2.13.0+cpu': a local build no index serves
         except PackageNotFoundError:
             continue
     return out
 
 
-def publish(experiment: str, metric: str, mode: str, name: str, alias: str, out: Path,
-            classifier: str | None = None, onnx: bool = True) -> Published:
+def publish(experiment: str, metric: str, mode: str | None, name: str, alias: str, out: Path,
+            classifier: str | None = None, onnx: bool = True, allow_test: bool = False) -> Published:
     """Register the best run's whole pipeline as a new version of `name` and point `alias` at it.
 
-    Nothing changes when the alias already serves that run.
+    Nothing changes when the alias already serves that run packaged the same way (classifier, ONNX). The run is
+    chosen on a validation metric: choosing on `test_*` would bias the test figures its model card reports.
     """
     from fbad.inference import pyfunc
     from fbad.inference.backends import export_onnx
     from fbad.inference.bundle import load_bundle, write_bundle
     from fbad.tracking.artifacts import find_file
+    from fbad.tracking.compare import default_mode
 
+    if metric.startswith("test_") and not allow_test:
+        raise PublishError(f"metric={metric} chooses the model on its test split, and the model card would then "
+                           "report optimistic test figures; choose on validation (metric=val_auroc_mean), or "
+                           "pass allow_test=true to do it anyway")
     client = MlflowClient()
     run = best_run(client, experiment, metric, mode)
+    packaging = {SOURCE_TAG: run.info.run_id, CLASSIFIER_TAG: str(classifier or ""), ONNX_TAG: str(bool(onnx))}
     live = current(client, name, alias)
-    if live is not None and live.tags.get(SOURCE_TAG) == run.info.run_id:
+    if live is not None and all(live.tags.get(k, "") == v for k, v in packaging.items()):
         return Published(name, live.version, alias, run, changed=False)
     missing = missing_artifacts(client, run)
     if missing:
@@ -166,14 +187,16 @@ def publish(experiment: str, metric: str, mode: str, name: str, alias: str, out:
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
     with mlflow.start_run(run_name=f"publish-{name}") as pub:
         mlflow.set_tags({"fbad.command": "publish", SOURCE_TAG: run.info.run_id})
-        mlflow.log_params({"metric": metric, "mode": mode, "registered_model": name, "alias": alias})
+        mlflow.log_params({"metric": metric, "mode": mode or default_mode(metric), "registered_model": name,
+                           "alias": alias})
         mlflow.log_artifact(str(out / "model_card.md"))
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
                                        artifacts={"bundle": str(bundle_dir)}, signature=pyfunc.signature(),
                                        pip_requirements=pip_requirements(), registered_model_name=name)
     mv = client.get_model_version(name, str(info.registered_model_version))
     client.update_model_version(name, mv.version, description=card)
-    client.set_model_version_tag(name, mv.version, SOURCE_TAG, run.info.run_id)
+    for key, value in packaging.items():
+        client.set_model_version_tag(name, mv.version, key, value)
     client.set_model_version_tag(name, mv.version, "fbad.publish_run_id", pub.info.run_id)
     client.set_model_version_tag(name, mv.version, metric, str(run.data.metrics[metric]))
     client.set_registered_model_alias(name, alias, mv.version)
