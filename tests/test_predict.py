@@ -122,6 +122,13 @@ def test_export_cli_writes_checked_onnx_bundle(trained_run, tmp_path):
     assert set(bundle.planes) == PLANES and all(pm.onnx_path.is_file() for pm in bundle.planes.values())
 
 
+def test_export_failing_the_check_writes_no_bundle(trained_run, tmp_path):
+    proc = fbad("export", f"model={trained_run.run_dir}", "tolerance=-1", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "ONNX export differs from PyTorch" in proc.stderr
+    out = next((tmp_path / "outputs" / "export").glob("*/"))
+    assert not (out / "bundle").exists()
+
+
 def test_bundle_carries_the_learned_segmenter(trained_run, tmp_path):
     """A model trained on `segmentation=learned` must predict where its segmenter's path or URI means nothing."""
     from fbad.inference.bundle import write_bundle
