@@ -83,6 +83,13 @@ def test_publish_again_with_other_packaging_is_a_new_version(trained_run, tmp_pa
     second = publish(trained_run.experiment, "val_auroc_mean", None, name, "champion", tmp_path / "b", onnx=True)
     assert first.changed and second.changed and str(second.version) == "2"
     assert MlflowClient().get_model_version_by_alias(name, "champion").tags["fbad.onnx"] == "True"
+    # served without packaged ONNX files, backend=onnx exports them once and keeps them for later requests
+    model = mlflow.pyfunc.load_model(f"models:/{name}/1")
+    records = _records(trained_run)[:4]
+    df = pd.DataFrame({"path": [str(r.path) for r in records], "plane": [str(r.plane) for r in records]})
+    first_answer = model.predict(df, params={"backend": "onnx"})
+    assert model.predict(df, params={"backend": "onnx"}).label.tolist() == first_answer.label.tolist()
+    assert not (first_answer.label == "failed").all()
 
 
 def test_publish_chooses_on_validation_by_the_metric_kind_and_never_an_oracle(trained_run, tmp_path):
@@ -121,6 +128,9 @@ def test_published_model_predicts_like_the_source_run(trained_run, published, tm
     df = pd.DataFrame({"path": [str(r.path) for r in records[:6]], "plane": [str(r.plane) for r in records[:6]]})
     served = model.predict(df)
     assert served.label.tolist() == source.label[:6].tolist()
+    odd = pd.DataFrame({"path": [str(records[0].path)] * 2, "plane": ["brain", str(records[0].plane)]})
+    rows = model.predict(odd)  # a bad plane fails its own row, not the request
+    assert rows.label.tolist() == ["failed", source.label[0]] and "unknown plane 'brain'" in rows.reason[0]
 
 
 def test_publish_refuses_missing_artifacts_and_unknown_experiment(trained_run, tmp_path):

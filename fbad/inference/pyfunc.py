@@ -27,6 +27,9 @@ class FbadModel(mlflow.pyfunc.PythonModel):
         from fbad.inference.bundle import load_bundle
 
         self.bundle = load_bundle(context.artifacts["bundle"])
+        # ONNX files exported on the first `backend=onnx` request are reused by later ones: they live as long
+        # as the serving process, not as one request's temporary folder
+        self.onnx_dir = Path(tempfile.mkdtemp(prefix="fbad-serve-onnx-"))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from fbad.inference.predictor import predict_records
@@ -35,19 +38,26 @@ class FbadModel(mlflow.pyfunc.PythonModel):
         df = pd.DataFrame(model_input)
         if "path" not in df and "image" not in df:
             raise ValueError(f"input needs a 'path' or an 'image' (base64 bytes) column; got {list(df.columns)}")
+        bad_plane: dict[int, str] = {}
         with tempfile.TemporaryDirectory(prefix="fbad-serve-") as tmp:
-            records = [_record(row, i, Path(tmp)) for i, row in enumerate(df.to_dict("records"))]
+            records = [_record(row, i, Path(tmp), bad_plane) for i, row in enumerate(df.to_dict("records"))]
             pred = predict_records(self.bundle, records, str(params.get("backend", "torch")), workers=1,
-                                   progress=False, onnx_dir=Path(tmp) / "onnx")
+                                   progress=False, onnx_dir=self.onnx_dir)
         table = pred.table
+        for i, why in bad_plane.items():  # one row per input: a bad plane fails its row, not the request
+            table.loc[i, ["plane", "label", "reason"]] = [None, "failed", why]
         if "image" in df and "path" not in df:
             table["path"] = [f"image[{i}]" for i in range(len(df))]
         return table
 
 
-def _record(row: dict[str, Any], i: int, tmp: Path) -> Record:
+def _record(row: dict[str, Any], i: int, tmp: Path, bad_plane: dict[int, str]) -> Record:
     given = row.get("plane")
-    plane = Plane.parse(given) if isinstance(given, str) and given else Plane.UNKNOWN
+    try:
+        plane = Plane.parse(given) if isinstance(given, str) and given else Plane.UNKNOWN
+    except ValueError as exc:
+        bad_plane[i] = str(exc)
+        plane = Plane.OTHER  # never scored; the row is reported failed with the reason
     if isinstance(row.get("path"), str) and row["path"]:
         return Record(path=Path(str(row["path"])), patient_id=str(i), plane=plane)
     data = row.get("image")
