@@ -141,7 +141,8 @@ def test_folder_labels_classes_and_planes(tmp_path: Path) -> None:
     _img(tmp_path / "trans_thalamic" / "normal" / "tt1.bmp")
     _img(tmp_path / "Trans-cerebellum" / "cyst" / "tc1.tif")
     _img(tmp_path / "loose.png")
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image")  # a sidecar: ignored
+    (tmp_path / "normal" / "scan.dcm").write_bytes(b"DICM")  # an input fbad cannot read: listed
     _img(tmp_path / ".thumbs" / "hidden.png")
     (tmp_path / "normal" / "empty.png").write_bytes(b"")
 
@@ -156,7 +157,8 @@ def test_folder_labels_classes_and_planes(tmp_path: Path) -> None:
         "loose.png": (Plane.UNKNOWN, Label.UNKNOWN, None),
     }
     assert all(r.path.is_absolute() and r.patient_id == r.path.stem for r in res.records)
-    assert [(Path(p).name, why) for p, why in res.skipped.rows] == [("empty.png", "empty file (0 bytes)")]
+    assert [(Path(p).name, why.split(";")[0]) for p, why in res.skipped.rows] == [
+        ("empty.png", "empty file (0 bytes)"), ("scan.dcm", "not a supported image type (.dcm")]
 
     flat = read_folder(tmp_path, recursive=False)
     assert [r.path.name for r in flat.records] == ["loose.png"]

@@ -25,6 +25,8 @@ from fbad.data.records import Label, Plane, Record, Split
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+# notes, indexes and annotations beside the images: not inputs, so not listed as skipped
+SIDECAR_EXTS = frozenset({".csv", ".tsv", ".txt", ".md", ".json", ".yaml", ".yml", ".xml", ".html", ".pdf", ".zip"})
 
 _LABEL_WORDS = {
     "normal": Label.NORMAL,
@@ -107,7 +109,12 @@ def _read_tree(base: Path, recursive: bool, class_folders: bool) -> ReadResult:
     skipped = SkipLog()
     for path in sorted(files):
         rel = path.relative_to(base)
-        if path.suffix.lower() not in IMAGE_EXTS or any(p.startswith(".") for p in rel.parts):
+        if any(p.startswith(".") for p in rel.parts) or not path.is_file():
+            continue  # hidden files and folders (.DS_Store, .ipynb_checkpoints), folders themselves
+        if path.suffix.lower() not in IMAGE_EXTS:
+            if path.suffix.lower() not in SIDECAR_EXTS:  # an input we cannot read (.dcm, .webp, ...): listed
+                skipped.add(path, f"not a supported image type ({path.suffix or 'no extension'}; "
+                                  f"supported: {', '.join(sorted(IMAGE_EXTS))})")
             continue
         problem = stat_problem(path)
         if problem:
