@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def conf_dir() -> Path:
@@ -18,6 +18,32 @@ def conf_dir() -> Path:
 
 
 CONF_DIR = str(conf_dir())
+PHANTOM_NAME_KEYS = ("size", "n_per_plane", "seed")  # in the folder name itself
+NOT_PHANTOM_SETTINGS = ("name", "root", "out", "workers", "generate", "overwrite", "paths", "hydra")
+
+
+def phantom_dir(*, _parent_: DictConfig) -> str:
+    """Folder name of a generated phantom (`${phantom_dir:}` in conf/): size, count and seed, plus a digest of
+    every other generation setting that differs from the generator's defaults, so that `dataset.noise=2`
+    generates its own phantom instead of reading the one made with the default noise."""
+    import hashlib
+    import json
+
+    from fbad.data.phantom.config import FORMAT_VERSION, PhantomConfig
+
+    size, n, seed = (_parent_[k] for k in PHANTOM_NAME_KEYS)
+    settings = {k: _parent_[k] for k in _parent_ if k not in (*PHANTOM_NAME_KEYS, *NOT_PHANTOM_SETTINGS)}
+    settings = json.loads(json.dumps(OmegaConf.to_container(OmegaConf.create(settings), resolve=True)))
+    defaults = PhantomConfig().to_dict()
+    changed = {k: v for k, v in sorted(settings.items()) if defaults.get(k, object()) != v}
+    name = f"phantom_s{size}_n{n}_seed{seed}"
+    if changed or FORMAT_VERSION != 1:  # version 1 keeps the names phantoms were first written under
+        blob = json.dumps({"format": FORMAT_VERSION, **changed}, sort_keys=True)
+        name += "_" + hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return name
+
+
+OmegaConf.register_new_resolver("phantom_dir", phantom_dir, replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:

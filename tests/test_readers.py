@@ -156,3 +156,24 @@ def test_phantom_reader_ground_truth(small_phantom):
     assert img.shape == ano.shape == (64, 64) and (ano > 0).any()
     assert r.ellipse is not None and r.pixel_size_mm > 0
     assert np.isfinite(r.severity)
+
+
+def test_phantom_folder_name_follows_every_generation_setting():
+    """Changing dataset.noise (or any generator setting) must not read the phantom made with the old one."""
+    from fbad.config import compose
+
+    default = compose("train").dataset.root
+    assert default.endswith("/phantom_s256_n400_seed0")
+    assert compose("train", ["dataset.noise=1.0"]).dataset.root == default  # a default given explicitly
+    noisy = compose("train", ["dataset.noise=2.0"]).dataset.root
+    other = {noisy, compose("train", ["dataset.severity_range=[0.5,1.0]"]).dataset.root,
+             compose("train", ["+dataset.text_prob=0"]).dataset.root}
+    assert len(other) == 3 and default not in other and all(r.startswith(default + "_") for r in other)
+    assert compose("data_phantom", ["noise=2.0"]).out == noisy  # `fbad data phantom` writes where train reads
+
+
+def test_phantom_with_other_settings_is_read_with_a_warning(small_phantom, caplog):
+    res = read_dataset({"name": "phantom", "root": str(small_phantom), "n_per_plane": 12, "size": 64, "seed": 3,
+                        "noise": 2.0})
+    assert len(res.records) == 36
+    assert "made with other settings: noise=1.0 (asked 2.0)" in caplog.text

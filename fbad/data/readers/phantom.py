@@ -16,19 +16,24 @@ log = logging.getLogger(__name__)
 
 def read_phantom(
     root: str | Path,
-    n_per_plane: int = 200,
-    size: int = 256,
-    seed: int = 0,
+    n_per_plane: int | None = None,
+    size: int | None = None,
+    seed: int | None = None,
     generate: bool = True,
     workers: int | None = None,
     **phantom_options,
 ) -> ReadResult:
-    """Read a phantom written by `fbad data phantom`; generate it first when `root` holds none."""
+    """Read a phantom written by `fbad data phantom`; generate it first when `root` holds none (settings not
+    given: 200 images per plane, 256 px, seed 0). Settings that are given must match the phantom on disk."""
     root = Path(root).expanduser().resolve()
+    given = {k: v for k, v in {"n_per_plane": n_per_plane, "size": size, "seed": seed}.items() if v is not None}
     if not (root / INDEX_NAME).is_file():
         if not generate:
             raise DatasetError(f"{root}: no phantom here (run `fbad data phantom out={root}`)")
-        ensure_phantom(root, n_per_plane=n_per_plane, size=size, seed=seed, workers=workers, **phantom_options)
+        ensure_phantom(root, **{"n_per_plane": 200, "size": 256, "seed": 0, **given}, workers=workers,
+                       **phantom_options)
+    else:
+        _check_settings(root, {**given, **phantom_options})
     result = read_fetal_planes_db(root)
     gt_path = root / "ground_truth.csv"
     if not gt_path.is_file():
@@ -69,6 +74,27 @@ def ensure_phantom(
     log.info("generating phantom: %d images per plane at %dx%d, seed %d -> %s", n_per_plane, size, size, seed, root)
     return write_once(root, lambda tmp: write_phantom(tmp, n_per_plane=n_per_plane, cfg=cfg, seed=seed,
                                                       workers=workers))
+
+
+def _check_settings(root: Path, asked: dict) -> None:
+    """Warn when the phantom on disk was written with other settings than those asked for: it is read as it
+    is (the default folder name carries every changed setting, see `fbad.config.phantom_dir`, so this happens
+    only with a folder given by hand), but the run's dataset params describe the request, not these images."""
+    import json
+
+    from fbad.data.phantom.config import FORMAT_VERSION
+
+    meta_path = root / "phantom.json"
+    if not meta_path.is_file():
+        return  # a phantom from before phantom.json, or copied without it: nothing to compare
+    meta = json.loads(meta_path.read_text())
+    have = {"n_per_plane": meta.get("n_per_plane"), "seed": meta.get("seed"), **meta.get("config", {})}
+    asked = json.loads(json.dumps(_phantom_options(asked), default=list))
+    differ = [f"{k}={have.get(k)!r} (asked {v!r})" for k, v in asked.items() if have.get(k) != v]
+    if meta.get("format_version") != FORMAT_VERSION:
+        differ.append(f"generator format {meta.get('format_version')} (this fbad writes {FORMAT_VERSION})")
+    if differ:
+        log.warning("%s holds a phantom made with other settings: %s; reading it as it is", root, ", ".join(differ))
 
 
 def _phantom_options(options: dict) -> dict:
