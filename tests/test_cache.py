@@ -100,3 +100,17 @@ def test_worker_pool_serves_several_maps_like_one_process(tmp_path):
             assert got is None and rev is None
         else:
             assert all(np.array_equal(want[k], got[k]) and np.array_equal(want[k], rev[k]) for k in want)
+
+
+def test_cache_key_covers_the_code_that_makes_the_arrays(tmp_path):
+    """Editing the preprocessing code must not serve arrays the old code made."""
+    from fbad.data.cache import source_digest
+    from fbad.preprocess.pipeline import CODE_FILES, Preprocessor
+
+    (tmp_path / "preprocess").mkdir()
+    (tmp_path / "preprocess" / "align.py").write_text("x = 1\n")
+    before = source_digest(("preprocess/*.py",), tmp_path)
+    (tmp_path / "preprocess" / "align.py").write_text("x = 2\n")
+    source_digest.cache_clear()
+    assert source_digest(("preprocess/*.py",), tmp_path) != before
+    assert Preprocessor({"image_size": 32}).config_for_hash()["code"] == source_digest(CODE_FILES)

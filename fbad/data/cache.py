@@ -7,6 +7,7 @@ the key covers the transform so the cache cannot go stale.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from fbad.parallel import WorkerPool, safe_map
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 ARRAY_DTYPES = {"image": np.float16, "mask": np.bool_, "anomaly": np.bool_}
 
 
@@ -68,6 +70,17 @@ def dataset_hash(records: Sequence[Record]) -> str:
         for p in (r.path, r.anomaly_mask_path, r.brain_mask_path):
             h.update(b"\0" + (file_identity(p) if p is not None else "-").encode())
         h.update(json.dumps([r.ellipse and list(vars(r.ellipse).values())], default=str).encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=8)
+def source_digest(patterns: tuple[str, ...], package: Path = PACKAGE_DIR) -> str:
+    """Digest of the fbad source files (globs relative to the package) that turn an input file into a cached
+    array: put in a cache key, editing that code (or pulling a change) never serves arrays the old code made.
+    Computed once per process (the source does not change under a running job)."""
+    h = hashlib.sha256()
+    for path in sorted({p for pattern in patterns for p in package.glob(pattern)}):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -60,9 +60,11 @@ def prepared_frames(records: Sequence[Record], size: int, crop: str, cache_dir: 
     fn = functools.partial(_prepare_record, size=int(size), crop=str(crop))
     skipped = SkipLog()
     if cache_dir is not None:
-        from fbad.data.cache import cached_preprocess
+        from fbad.data.cache import cached_preprocess, source_digest
 
-        cfg = {"what": "plane_classifier_input", "version": INPUT_CACHE_VERSION, "size": int(size), "crop": crop}
+        code = source_digest(("planes/inputs.py", "planes/data.py", "preprocess/fov.py", "data/imageio.py"))
+        cfg = {"what": "plane_classifier_input", "version": INPUT_CACHE_VERSION, "code": code, "size": int(size),
+               "crop": crop}
         cached = cached_preprocess(records, fn, cfg, cache_dir, workers=workers, progress=progress)
         skipped.rows += cached.skipped.rows
         kept = [r for r, row in zip(records, cached.row_of, strict=True) if row >= 0]

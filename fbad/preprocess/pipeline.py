@@ -15,7 +15,8 @@ from fbad.data.imageio import BadImageError, read_gray
 from fbad.data.records import Record
 from fbad.preprocess.align import align
 
-PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes
+PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes (edits to CODE_FILES change the key anyway)
+CODE_FILES = ("preprocess/*.py", "segmentation_learned.py", "data/imageio.py")  # what makes a cached array
 
 
 class SegmentationFailed(BadImageError):
@@ -37,7 +38,9 @@ class Preprocessor:
     def config_for_hash(self) -> dict:
         """The config, plus the digest of the learned segmenter's weights: a retrained file at the same path,
         or an alias moved to a new version, must not be served the old segmentations from the cache."""
-        cfg = {"version": PREPROCESS_VERSION, **self.cfg}
+        from fbad.data.cache import source_digest
+
+        cfg = {"version": PREPROCESS_VERSION, "code": source_digest(CODE_FILES), **self.cfg}
         seg = cfg.get("segmentation") or {}
         if seg.get("name") == "learned" and seg.get("weights") not in (None, "", "???"):
             from fbad.segmentation_learned import weights_digest
