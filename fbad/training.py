@@ -175,7 +175,7 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
 
     module.eval()
     val = _score_split(module, dm, "val")
-    normal, abnormal = val["scores"][val["labels"] == 0], val["scores"][val["labels"] == 1]
+    normal, abnormal = val["scores"][val["labels"] != 1], val["scores"][val["labels"] == 1]  # unlabelled: normal
     thr = calibrate_from_config(normal, OmegaConf.to_container(cfg.threshold, resolve=True),
                                 abnormal_scores=abnormal if len(abnormal) else None, direction=module.spec.direction)
     for warning in thr.warnings:
@@ -206,7 +206,7 @@ def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModu
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     ckpt_dir = plane_dir / "checkpoints"
-    has_val = any(dm.datasets["val"].labels == 0)
+    has_val = any(dm.datasets["val"].labels != 1)
     monitor = "val_mse" if has_val else "train_mse"
     # saved once the epoch has fully ended (validation included), so a resume starts the next epoch
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True,
@@ -249,7 +249,7 @@ def _fit_pca(module: AutoencoderModule, dm: PlaneDataModule) -> tuple[dict[str, 
                      for r in train.rows])
     module.net.fit(x)
     val = _score_split(module, dm, "val")
-    normal = val["mse"][val["labels"] == 0]
+    normal = val["mse"][val["labels"] != 1]
     train_mse = float(((module.net(x) - x) ** 2).mean())
     best = float(normal.mean()) if len(normal) else float("nan")
     mlflow.log_metrics({"train_mse": train_mse, "val_mse": best}, step=0)
@@ -283,11 +283,14 @@ def _score_split(module: AutoencoderModule, dm: PlaneDataModule, split: str) -> 
 
 def _evaluate(test: dict[str, Any], thr: ThresholdResult, dm: PlaneDataModule, name: str,
               parent_id: str) -> tuple[dict[str, float], int]:
-    metrics = evaluate(test["scores"], test["labels"], thr)
-    flagged = int(metrics["tp"] + metrics["fp"])
-    out = {k: float(v) for k, v in metrics.items()}
-    records = test["records"]
     flagged_mask = (test["scores"] < thr.value) if thr.direction == "below" else (test["scores"] > thr.value)
+    flagged = int(flagged_mask.sum())
+    known = test["labels"] >= 0  # images without a label are scored and flagged, but measure nothing
+    metrics = evaluate(test["scores"][known], test["labels"][known], thr) if known.any() else {}
+    out = {k: float(v) for k, v in metrics.items()}
+    if not known.all():
+        out["n_unlabelled"] = float((~known).sum())
+    records = test["records"]
     abnormal = test["labels"] == 1
     if abnormal.any():
         types = [r.anomaly_type or "unknown" for r, a in zip(records, abnormal, strict=True) if a]
@@ -308,10 +311,11 @@ def _evaluate(test: dict[str, Any], thr: ThresholdResult, dm: PlaneDataModule, n
 
 def _validation_metrics(val: dict[str, Any], thr: ThresholdResult, name: str, parent_id: str) -> dict[str, float]:
     """AUROC / AUPRC / F1 on the validation split where it holds labelled anomalies: what a sweep may optimise."""
-    labels = val["labels"]
+    known = val["labels"] >= 0
+    labels = val["labels"][known]
     if not ((labels == 0).any() and (labels == 1).any()):
         return {}
-    m = evaluate(val["scores"], labels, thr)
+    m = evaluate(val["scores"][known], labels, thr)
     out = {k: float(m[k]) for k in ("auroc", "auprc", "f1")}
     _log_to(None, {f"val_{k}": v for k, v in out.items()})
     _log_to(parent_id, {f"{name}/val_{k}": v for k, v in out.items()})
@@ -340,14 +344,15 @@ def _log_plots(module: AutoencoderModule, dm: PlaneDataModule, name: str, histor
     plots.close(fig)
     data = test if test is not None and len(test["scores"]) else val
     which = "test" if data is test else "val"
-    normal, abnormal = data["scores"][data["labels"] == 0], data["scores"][data["labels"] == 1]
+    normal, abnormal = data["scores"][data["labels"] != 1], data["scores"][data["labels"] == 1]
     fig = plots.score_histogram(normal, abnormal, thr.value, f"{name} ({which})")
     mlflow.log_figure(fig, "plots/score_histogram.png")
     plots.close(fig)
-    if len(normal) and len(abnormal):
-        roc, pr = roc_curve_data(data["scores"], data["labels"], thr.direction), \
-            pr_curve_data(data["scores"], data["labels"], thr.direction)
-        m = evaluate(data["scores"], data["labels"], thr)
+    known = data["labels"] >= 0
+    scores, labels = data["scores"][known], data["labels"][known]
+    if (labels == 0).any() and (labels == 1).any():
+        roc, pr = roc_curve_data(scores, labels, thr.direction), pr_curve_data(scores, labels, thr.direction)
+        m = evaluate(scores, labels, thr)
         fig = plots.roc_pr_curves(roc, pr, m["auroc"], m["auprc"], f"{name} ({which})")
         mlflow.log_figure(fig, "plots/roc_pr.png")
         plots.close(fig)
@@ -362,8 +367,8 @@ def _log_plots(module: AutoencoderModule, dm: PlaneDataModule, name: str, histor
 
 
 def _grid_examples(labels: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """Up to k normal (lowest scores first) and k abnormal (highest first) examples."""
-    normal = np.flatnonzero(labels == 0)
+    """Up to k normal or unlabelled (lowest scores first) and k abnormal (highest first) examples."""
+    normal = np.flatnonzero(labels != 1)
     abnormal = np.flatnonzero(labels == 1)
     pick_n = normal[np.linspace(0, len(normal) - 1, min(k, len(normal))).astype(int)] if len(normal) else normal
     pick_a = abnormal[np.argsort(-scores[abnormal])[:k]] if len(abnormal) else abnormal

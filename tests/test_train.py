@@ -126,3 +126,30 @@ def test_pca_baseline_and_seed_rule(tmp_path):
     run_training(seed, tmp_path / "seed")
     parents, children = _runs(seed, _client(seed))
     assert children[0].data.metrics["threshold"] == pytest.approx(0.15)
+
+
+def test_unlabelled_images_are_trained_and_flagged_but_never_measured(tmp_path, small_phantom):
+    """FETAL_PLANES_DB has no anomaly labels: its images must not count as normal in test metrics."""
+    import csv
+
+    from fbad.data.readers import read_dataset
+
+    records = read_dataset({"name": "phantom", "root": str(small_phantom)}).records
+    with open(tmp_path / "index.csv", "w", newline="") as fh:  # path, plane, split: no label column
+        w = csv.writer(fh)
+        w.writerow(["path", "plane", "split", "patient"])
+        for i, r in enumerate(records):
+            w.writerow([r.path, r.plane, "test" if i % 4 == 0 else "train", r.patient_id])
+    cfg = compose("train", ["dataset=folder", f"dataset.root={tmp_path}", "dataset.csv=index.csv",
+                            "segmentation=none", "align=none", "planes=[trans_thalamic]", "model.widths=[8,16]",
+                            "model.latent_dim=16", "preprocess.image_size=32", "trainer.max_epochs=2",
+                            "progress=false", "++threshold.min_count=2", "data.batch_size=8",
+                            "data.preprocess_workers=1", "early_stopping.patience=0"])
+    summary = run_training(cfg, tmp_path / "run")
+    assert not any(k.startswith(("test_", "val_auroc", "val_f1")) for k in summary), summary
+    client = _client(cfg)
+    _, children = _runs(cfg, client)
+    parent_metrics = client.get_run(children[0].data.tags["mlflow.parentRunId"]).data.metrics
+    assert np.isfinite(parent_metrics["trans_thalamic/threshold"])  # calibrated on the unlabelled (presumed normal)
+    assert parent_metrics["trans_thalamic/test_n_unlabelled"] == 3
+    assert not any(k.endswith(("test_f1", "test_specificity", "test_auroc")) for k in parent_metrics)

@@ -61,13 +61,19 @@ def prepare_data(dataset_cfg: Any, preprocess_cfg: Mapping, cache_dir: Path | st
     return PreparedData(records=read.records, splits=splits, cache=cache, skipped=skipped)
 
 
+UNKNOWN_LABEL = -1
+LABEL_CODES = {Label.NORMAL: 0, Label.ABNORMAL: 1}
+
+
 class ArrayDataset(Dataset):
     """Rows of the cache as tensors: image (1,S,S) float32, mask (1,S,S), anomaly (1,S,S), label."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], rows: np.ndarray, records: Sequence[Record],
                  transform: Any = None):
         self.arrays, self.rows, self.records, self.transform = arrays, rows, list(records), transform
-        self.labels = np.array([int(r.label == Label.ABNORMAL) for r in self.records], dtype=np.int64)
+        # 1 abnormal, 0 normal, -1 unknown (FETAL_PLANES_DB has no anomaly labels): unknown images count as
+        # presumed normal for the loss and the threshold, never in a metric
+        self.labels = np.array([LABEL_CODES.get(r.label, UNKNOWN_LABEL) for r in self.records], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)

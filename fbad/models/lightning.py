@@ -47,7 +47,7 @@ class AutoencoderModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        normal = batch["label"] == 0
+        normal = batch["label"] != 1  # normal or unlabelled: the images the model is meant to reconstruct
         if not normal.any():
             return
         x, mask = batch["image"][normal], batch["mask"][normal]

@@ -67,7 +67,8 @@ class OptunaReporter(pl.Callback):
         from sklearn.metrics import roc_auc_score
 
         scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-        if labels.min() == labels.max():  # one class: AUROC undefined this epoch
+        scores, labels = scores[labels >= 0], labels[labels >= 0]  # unlabelled images measure nothing
+        if labels.size == 0 or labels.min() == labels.max():  # one class (or none): AUROC undefined this epoch
             return None
         below = getattr(getattr(pl_module, "spec", None), "direction", "above") == "below"
         return float(roc_auc_score(labels, -scores if below else scores))
