@@ -153,3 +153,22 @@ def test_unlabelled_images_are_trained_and_flagged_but_never_measured(tmp_path, 
     assert np.isfinite(parent_metrics["trans_thalamic/threshold"])  # calibrated on the unlabelled (presumed normal)
     assert parent_metrics["trans_thalamic/test_n_unlabelled"] == 3
     assert not any(k.endswith(("test_f1", "test_specificity", "test_auroc")) for k in parent_metrics)
+
+
+def test_resume_continues_with_the_runs_own_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fbad.errors import UserError
+    from fbad.train import resumed_config
+
+    started = compose("train", ["dataset=hc18", "dataset.root=/data/hc18", "trainer.max_epochs=100"])
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save({k: v for k, v in started.items() if k != "hydra"}, tmp_path / ".hydra" / "config.yaml")
+    now = compose("train", ["resume=true"])  # today's defaults: phantom, 30 epochs
+    cfg = resumed_config(now, tmp_path, ["resume=true"])
+    assert cfg.dataset.name == "hc18" and cfg.trainer.max_epochs == 100 and cfg.resume is True
+    same = compose("train", ["resume=true", "trainer.max_epochs=100"])
+    assert resumed_config(same, tmp_path, ["resume=true", "trainer.max_epochs=100"]).dataset.name == "hc18"
+    other = compose("train", ["resume=true", "trainer.max_epochs=5"])
+    with pytest.raises(UserError, match=r"trainer.max_epochs=5 \(the run has 100\)"):
+        resumed_config(other, tmp_path, ["resume=true", "trainer.max_epochs=5"])
