@@ -30,8 +30,6 @@ def main(cfg: DictConfig) -> float:
     records = [r for r in read.records if has_truth(r)]
     if not records:
         raise DatasetError(f"dataset {cfg.dataset.name}: no image has a head annotation to compare with")
-    if cfg.limit:
-        records = records[: cfg.limit]
     seg_cfg = OmegaConf.to_container(cfg.segmentation, resolve=True)
     from fbad.preprocess.segment import get_segmenter
 
@@ -43,6 +41,8 @@ def main(cfg: DictConfig) -> float:
         log.info("left out %d images the segmenter trained or validated on", left_out)
         if not records:
             raise DatasetError("every annotated image was used to train this segmenter: nothing held out to judge")
+    if cfg.limit:  # after leaving out the training images: `limit` images are judged
+        records = records[: cfg.limit]
     df, bad = evaluate_segmentation(records, seg_cfg, workers=cfg.workers, progress=cfg.progress)
     skipped = SkipLog(rows=read.skipped.rows + bad)
     summary = summarise(df)
