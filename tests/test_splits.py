@@ -54,3 +54,15 @@ def test_few_patients_and_bad_fraction():
     assert not ({r.patient_id for r in s.train} & {r.patient_id for r in s.val})
     with pytest.raises(ValueError, match="val_fraction"):
         split_records(recs, val_fraction=1.5)
+
+
+def test_a_test_patient_is_never_trained_or_validated_on(caplog):
+    """An official test image's patient (or a pre-augmented copy of it) sitting in the training folders."""
+    recs = _records()
+    copies = [Record(path=Path(f"/x/aug_{r.path.stem}.png"), patient_id=r.patient_id, plane=r.plane, label=r.label,
+                     split=Split.TRAIN) for r in recs if r.split == Split.TEST]
+    s = split_records(recs + copies, val_fraction=0.2, seed=0)
+    test_patients = {r.patient_id for r in s.test}
+    assert not test_patients & {r.patient_id for r in s.train + s.val}
+    assert all(c in s.excluded for c in copies)
+    assert f"{len(copies)} images belong to patients of the test split" in caplog.text

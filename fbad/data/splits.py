@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -9,6 +10,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from fbad.data.records import Label, Record, Split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,7 +28,8 @@ class Splits:
 
 def split_records(records: list[Record], val_fraction: float = 0.2, seed: int = 0,
                   normal_only_train: bool = True) -> Splits:
-    """Official test images stay test; the rest splits about (1-f):f by patient, stratified by plane.
+    """Official test images stay test; the rest splits about (1-f):f by patient, stratified by plane (images of a
+    test patient are left out: `excluded`).
 
     No patient is on both sides of train/val. With `normal_only_train`, abnormal images of
     training-side patients go to `excluded` rather than into training (and not into validation,
@@ -35,14 +39,22 @@ def split_records(records: list[Record], val_fraction: float = 0.2, seed: int = 
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     test = [r for r in records if r.split == Split.TEST]
     pool = [r for r in records if r.split != Split.TEST]
+    # a patient of the official test split (or an augmented copy of a test image, which shares its patient id)
+    # must not be trained or validated on: those images are set aside
+    test_patients = {r.patient_id for r in test}
+    leaked = [r for r in pool if r.patient_id in test_patients]
+    if leaked:
+        log.warning("%d images belong to patients of the test split; left out of training and validation",
+                    len(leaked))
+        pool = [r for r in pool if r.patient_id not in test_patients]
     if not pool:
-        return Splits(train=[], val=[], test=test)
+        return Splits(train=[], val=[], test=test, excluded=leaked)
     val_mask = _grouped_val_mask(pool, val_fraction, seed)
     train = [r for r, v in zip(pool, val_mask, strict=True) if not v]
     val = [r for r, v in zip(pool, val_mask, strict=True) if v]
-    excluded: list[Record] = []
+    excluded: list[Record] = list(leaked)
     if normal_only_train:
-        excluded = [r for r in train if r.label == Label.ABNORMAL]
+        excluded += [r for r in train if r.label == Label.ABNORMAL]
         train = [r for r in train if r.label != Label.ABNORMAL]
     return Splits(train=train, val=val, test=test, excluded=excluded)
 
