@@ -220,3 +220,15 @@ def test_readers_are_registered(tmp_path: Path) -> None:
     res = get_reader("folder")(root=tmp_path, name_of_other_option="ignored")
     assert res.records[0].label is Label.NORMAL
     assert get_reader("roboflow_abnormalities") is read_roboflow_abnormalities
+
+
+def test_folder_split_and_organisation_folders_are_not_classes(tmp_path):
+    _img(tmp_path / "train" / "trans_thalamic" / "normal" / "a.png")
+    _img(tmp_path / "test" / "trans_thalamic" / "cyst" / "b.png")
+    _img(tmp_path / "val" / "images" / "c.png")
+    got = {r.path.name: (r.plane, r.label, r.anomaly_type, r.split) for r in read_folder(tmp_path).records}
+    assert got == {
+        "a.png": (Plane.TRANS_THALAMIC, Label.NORMAL, None, Split.TRAIN),
+        "b.png": (Plane.TRANS_THALAMIC, Label.ABNORMAL, "cyst", Split.TEST),
+        "c.png": (Plane.UNKNOWN, Label.UNKNOWN, None, Split.TRAIN),
+    }

@@ -4,8 +4,9 @@ Folder layout: every folder between `root` and an image says something about it.
 a plane (`trans_thalamic`, `Trans-cerebellum`, `tv`) sets the plane; `normal` / `abnormal` set the
 label; the deepest other folder is the class: `normal` is normal, any other name is abnormal with that
 name as `anomaly_type` (under `normal/` extra folders are only organisation and are ignored).
-Images at the top level get an unknown label. Pass `class_folders=False` when subfolders are mere
-organisation (patients, dates) and must not be read as classes.
+Images at the top level get an unknown label. `train/`, `val/` and `test/` folders set the split (`test` stays
+the test split); `images/`, `data/`, `unknown/` are organisation only. Pass `class_folders=False` when
+subfolders are mere organisation (patients, dates) and must not be read as classes.
 
 CSV layout (`csv=...`): columns `path` (required; relative to the CSV's folder, or absolute) and
 optionally `plane`, `label`, `anomaly_type`, `split`, `patient` / `patient_id`; others are ignored.
@@ -38,7 +39,10 @@ _LABEL_WORDS = {
     "unknown": Label.UNKNOWN,
     "": Label.UNKNOWN,
 }
+# val/valid join the pool that fbad splits into train and validation by patient; test stays test
 _SPLIT_WORDS = {"train": Split.TRAIN, "valid": Split.TRAIN, "val": Split.TRAIN, "test": Split.TEST}
+# organisation, not a class: they say nothing about the label
+_NEUTRAL_FOLDERS = frozenset({"images", "image", "imgs", "data", "unknown", "unlabelled", "unlabeled", "all"})
 
 
 def stat_problem(path: Path) -> str | None:
@@ -120,16 +124,16 @@ def _read_tree(base: Path, recursive: bool, class_folders: bool) -> ReadResult:
         if problem:
             skipped.add(path, problem)
             continue
-        plane, label, anomaly = _from_folders(rel.parts[:-1], class_folders)
+        plane, label, anomaly, split = _from_folders(rel.parts[:-1], class_folders)
         records.append(
-            Record(path=path, patient_id=path.stem, plane=plane, label=label, anomaly_type=anomaly)
+            Record(path=path, patient_id=path.stem, plane=plane, label=label, anomaly_type=anomaly, split=split)
         )
     return ReadResult(records=records, skipped=skipped)
 
 
-def _from_folders(folders: tuple[str, ...], class_folders: bool) -> tuple[Plane, Label, str | None]:
-    """Plane, label and anomaly type told by the folder names between the root and an image."""
-    plane, label, anomaly = Plane.UNKNOWN, Label.UNKNOWN, None
+def _from_folders(folders: tuple[str, ...], class_folders: bool) -> tuple[Plane, Label, str | None, Split]:
+    """Plane, label, anomaly type and split told by the folder names between the root and an image."""
+    plane, label, anomaly, split = Plane.UNKNOWN, Label.UNKNOWN, None, Split.UNKNOWN
     for name in folders:
         key = name.strip().lower()
         try:
@@ -138,13 +142,17 @@ def _from_folders(folders: tuple[str, ...], class_folders: bool) -> tuple[Plane,
             parsed = None
         if parsed is not None and parsed is not Plane.UNKNOWN:
             plane = parsed
+        elif key in _SPLIT_WORDS:  # train/ val/ test/ are splits, never classes
+            split = _SPLIT_WORDS[key]
+        elif key in _NEUTRAL_FOLDERS:
+            continue
         elif key == "normal":
             label, anomaly = Label.NORMAL, None
         elif key == "abnormal":
             label = Label.ABNORMAL
         elif class_folders and label is not Label.NORMAL:
             label, anomaly = Label.ABNORMAL, name
-    return plane, label, anomaly
+    return plane, label, anomaly, split
 
 
 def _read_csv(base: Path, csv_path: Path) -> ReadResult:
