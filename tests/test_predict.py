@@ -122,6 +122,14 @@ def test_export_cli_writes_checked_onnx_bundle(trained_run, tmp_path):
     assert set(bundle.planes) == PLANES and all(pm.onnx_path.is_file() for pm in bundle.planes.values())
 
 
+def test_a_plane_model_is_named_by_its_own_plane(trained_run, tmp_path):
+    """A plane model copied under another folder name, or given as the file itself, keeps its plane."""
+    (tmp_path / "model").mkdir()
+    shutil.copy(trained_run.run_dir / "trans_cerebellum" / "model.pt", tmp_path / "model" / "model.pt")
+    assert set(load_bundle(tmp_path).planes) == {"trans_cerebellum"}
+    assert set(load_bundle(trained_run.run_dir / "trans_thalamic" / "model.pt").planes) == {"trans_thalamic"}
+
+
 def test_export_failing_the_check_writes_no_bundle(trained_run, tmp_path):
     proc = fbad("export", f"model={trained_run.run_dir}", "tolerance=-1", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "ONNX export differs from PyTorch" in proc.stderr

@@ -70,6 +70,8 @@ def load_bundle(source: str | Path, tracking_uri: str | None = None, download_di
 
 
 def _bundle_from_folder(folder: Path, source: str) -> Bundle:
+    if folder.is_file() and folder.name == PLANE_MODEL_FILE:  # one plane model on its own
+        return _assemble({folder.parent.name: folder}, source, None, {})
     if folder.is_file():
         folder = folder.parent
     manifests = sorted(folder.rglob(BUNDLE_FILE))
@@ -117,6 +119,9 @@ def _assemble(files: dict[str, Path], source: str, classifier: Path | None, meta
             preprocess = blob["preprocess"]
         elif blob["preprocess"] != preprocess:
             raise ModelSourceError(f"model {source!r}: plane models were trained with different preprocessing")
+        plane = str(blob.get("plane") or plane)  # the model knows its plane; a folder name may not
+        if plane in planes:
+            raise ModelSourceError(f"model {source!r}: two models for plane {plane} ({planes[plane].path}, {path})")
         planes[plane] = PlaneModel(module=module, threshold=float(blob["threshold"]["value"]), path=path)
     assert preprocess is not None
     return Bundle(planes=planes, preprocess=preprocess, source=source, classifier_path=classifier, meta=meta)
@@ -145,8 +150,9 @@ def _download_training_run(run_id: str, tracking_uri: str | None, download_dir: 
             got = mlflow.artifacts.download_artifacts(
                 run_id=child.info.run_id, artifact_path=f"model/{PLANE_MODEL_FILE}",
                 dst_path=str(dest / ".download" / plane), tracking_uri=tracking_uri)
-        except (MlflowException, OSError):
-            continue
+        except (MlflowException, OSError) as exc:  # a missing plane would silently turn its images away
+            raise ModelSourceError(f"model 'runs:/{run_id}': the {plane} model of child run {child.info.run_id} "
+                                   f"could not be fetched ({str(exc).splitlines()[0][:200]})") from None
         (dest / plane).mkdir()
         Path(got).replace(dest / plane / PLANE_MODEL_FILE)
     if not any(dest.glob(f"*/{PLANE_MODEL_FILE}")):
