@@ -379,15 +379,22 @@ def save_plane_model(module: AutoencoderModule, cfg: DictConfig, thr: ThresholdR
                      plane: str) -> Path:
     """A self-contained plane model loadable with torch.load(weights_only=True): weights, config, threshold."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
+    preprocess = OmegaConf.to_container(cfg.preprocess, resolve=True)
+    blob = {
         "format": "fbad.plane_model/1",
         "plane": plane,
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "score": OmegaConf.to_container(cfg.score, resolve=True),
-        "preprocess": OmegaConf.to_container(cfg.preprocess, resolve=True),
+        "preprocess": preprocess,
         "threshold": thr.to_dict(),
-    }, path)
+    }
+    seg = preprocess.get("segmentation") or {}
+    if seg.get("name") == "learned":  # which segmenter weights the model saw: a path or alias may move on
+        from fbad.segmentation_learned import weights_digest
+
+        blob["segmenter_sha256"] = weights_digest(seg["weights"], seg.get("tracking_uri"))
+    torch.save(blob, path)
     return path
 
 

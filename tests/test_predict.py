@@ -130,6 +130,24 @@ def test_a_plane_model_is_named_by_its_own_plane(trained_run, tmp_path):
     assert set(load_bundle(trained_run.run_dir / "trans_thalamic" / "model.pt").planes) == {"trans_thalamic"}
 
 
+def test_models_refuse_a_segmenter_retrained_under_the_same_name(trained_run, tmp_path):
+    from fbad.models.unet import UNet
+    from fbad.segmentation_learned import save_weights, weights_digest
+
+    torch.manual_seed(0)
+    weights = save_weights(tmp_path / "segmenter.pt", UNet((4, 8)), (32, 48), ["a.png"])
+    blob = torch.load(trained_run.run_dir / "trans_thalamic" / "model.pt", weights_only=True)
+    blob["preprocess"]["segmentation"] = {"name": "learned", "weights": str(weights)}
+    blob["segmenter_sha256"] = weights_digest(weights)  # as training records it
+    (tmp_path / "run" / "trans_thalamic").mkdir(parents=True)
+    torch.save(blob, tmp_path / "run" / "trans_thalamic" / "model.pt")
+    assert load_bundle(tmp_path / "run").segmenter_sha256 == blob["segmenter_sha256"]
+    torch.manual_seed(1)
+    save_weights(weights, UNet((4, 8)), (32, 48), ["a.png"])  # retrained into the same file
+    with pytest.raises(ModelSourceError, match="no longer the segmenter these models were trained with"):
+        load_bundle(tmp_path / "run")
+
+
 def test_export_failing_the_check_writes_no_bundle(trained_run, tmp_path):
     proc = fbad("export", f"model={trained_run.run_dir}", "tolerance=-1", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "ONNX export differs from PyTorch" in proc.stderr

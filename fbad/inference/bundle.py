@@ -47,6 +47,7 @@ class Bundle:
     source: str
     classifier_path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    segmenter_sha256: str | None = None  # digest of the learned segmenter's weights the models were trained with
 
     @property
     def image_size(self) -> int:
@@ -66,7 +67,9 @@ def load_bundle(source: str | Path, tracking_uri: str | None = None, download_di
             folder = local_path(text, "model", tracking_uri, download_dir)
         except FileNotFoundError as exc:
             raise ModelSourceError(str(exc)) from None
-    return _bundle_from_folder(folder, text)
+    bundle = _bundle_from_folder(folder, text)
+    check_segmenter(bundle)
+    return bundle
 
 
 def _bundle_from_folder(folder: Path, source: str) -> Bundle:
@@ -109,6 +112,7 @@ def _assemble(files: dict[str, Path], source: str, classifier: Path | None, meta
 
     planes: dict[str, PlaneModel] = {}
     preprocess: dict[str, Any] | None = None
+    segmenter: str | None = None
     for plane, path in sorted(files.items()):
         try:
             module, blob = load_plane_model(path)
@@ -116,15 +120,35 @@ def _assemble(files: dict[str, Path], source: str, classifier: Path | None, meta
             raise ModelSourceError(f"model {source!r}: {path} is not a loadable fbad plane model "
                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         if preprocess is None:
-            preprocess = blob["preprocess"]
-        elif blob["preprocess"] != preprocess:
+            preprocess, segmenter = blob["preprocess"], blob.get("segmenter_sha256")
+        elif blob["preprocess"] != preprocess or blob.get("segmenter_sha256") != segmenter:
             raise ModelSourceError(f"model {source!r}: plane models were trained with different preprocessing")
         plane = str(blob.get("plane") or plane)  # the model knows its plane; a folder name may not
         if plane in planes:
             raise ModelSourceError(f"model {source!r}: two models for plane {plane} ({planes[plane].path}, {path})")
         planes[plane] = PlaneModel(module=module, threshold=float(blob["threshold"]["value"]), path=path)
     assert preprocess is not None
-    return Bundle(planes=planes, preprocess=preprocess, source=source, classifier_path=classifier, meta=meta)
+    return Bundle(planes=planes, preprocess=preprocess, source=source, classifier_path=classifier, meta=meta,
+                  segmenter_sha256=segmenter)
+
+
+def check_segmenter(bundle: Bundle) -> None:
+    """The learned segmenter the bundle's config points at must be the one its models were trained with: a path
+    retrained over, or an alias (`models:/seg@champion`) moved to a new version, would silently change what the
+    models see."""
+    seg = bundle.preprocess.get("segmentation") or {}
+    if seg.get("name") != "learned" or bundle.segmenter_sha256 is None:
+        return
+    from fbad.segmentation_learned import weights_digest
+
+    try:
+        now = weights_digest(seg["weights"], seg.get("tracking_uri"))
+    except FileNotFoundError as exc:
+        raise ModelSourceError(f"model {bundle.source!r}: its learned segmenter is not available: {exc}") from None
+    if now != bundle.segmenter_sha256:
+        raise ModelSourceError(f"model {bundle.source!r}: segmentation.weights={seg['weights']!r} is no longer the "
+                               "segmenter these models were trained with (retrained in place, or the alias moved); "
+                               "retrain the models, or point segmentation.weights at the original version")
 
 
 def _download_training_run(run_id: str, tracking_uri: str | None, download_dir: Path | None) -> Path:
