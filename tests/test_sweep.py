@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from fbad.config import compose
 from fbad.sweep import SweepError
+from fbad.sweep.objective import check_threshold_objective
 from fbad.sweep.runner import run_sweep
 from fbad.sweep.space import SpaceError, override, parse_space
 from fbad.tracking.compare import compare_runs
@@ -98,6 +99,13 @@ def test_objective_on_test_split_is_refused(tmp_path):
     cfg = compose("sweep", ["objective.report=val_mse", f"storage=sqlite:///{tmp_path / 'o.db'}"])
     with pytest.raises(SweepError, match="other direction"):
         run_sweep(cfg, tmp_path / "run")
+    # max_f1 fits the threshold on the validation anomalies that val_f1 is scored on
+    cfg = compose("sweep", ["objective.metric=val_f1_mean", "train=['threshold=max_f1']",
+                            f"storage=sqlite:///{tmp_path / 'o.db'}"])
+    with pytest.raises(SweepError, match="threshold=max_f1 fits that threshold on the same validation images"):
+        run_sweep(cfg, tmp_path / "run")
+    full = compose("sweep", ["sweep=full", "objective.metric=val_f1_mean"])  # the full space pairs with val_f1
+    check_threshold_objective(["val_f1_mean"], parse_space(full.sweep.params), [])
 
 
 def test_sqlite_sweep_prunes_fails_tracks_and_continues(tmp_path, shared_data):

@@ -109,6 +109,23 @@ def check_metrics(metrics: list[str], directions: list[str]) -> None:
         raise SweepError(f"objective direction {bad}: expected maximize or minimize")
 
 
+THRESHOLD_DEPENDENT = ("f1", "sensitivity", "specificity", "precision", "accuracy")
+
+
+def check_threshold_objective(metrics: list[str], space: list[Any], train_overrides: list[str]) -> None:
+    """Refuse a threshold-dependent validation objective when trials may use `threshold=max_f1`: that strategy
+    fits the threshold to the validation split's labelled anomalies, so the objective would score the fit on the
+    images it was fitted to and max_f1 would win by construction."""
+    if not any(k in m for m in metrics for k in THRESHOLD_DEPENDENT):
+        return
+    in_space = any(p.name == "threshold" and "max_f1" in str(p.spec) for p in space)
+    in_train = any(o.replace(" ", "").lstrip("+") == "threshold=max_f1" for o in train_overrides)
+    if in_space or in_train:
+        raise SweepError(f"objective {metrics} depends on the threshold, and threshold=max_f1 fits that threshold "
+                         "on the same validation images: drop max_f1 from the space (or from `train`), or optimise "
+                         "a threshold-free metric (val_auroc_mean, val_auprc_mean)")
+
+
 def as_list(value: Any) -> list[str]:
     from omegaconf import ListConfig
 

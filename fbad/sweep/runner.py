@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from fbad.sweep import SweepError, tracking
-from fbad.sweep.objective import Objective, as_list, check_metrics, epoch_metric
+from fbad.sweep.objective import Objective, as_list, check_metrics, check_threshold_objective, epoch_metric
 from fbad.sweep.space import label, override, parse_space
 from fbad.sweep.storage import create_or_load, open_storage, redact
 
@@ -30,6 +30,7 @@ def run_sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     metrics, directions = as_list(cfg.objective.metric), as_list(cfg.objective.direction)
     check_metrics(metrics, directions)
     space = parse_space(cfg.sweep.params)
+    check_threshold_objective(metrics, space, [str(o) for o in cfg.train])
     report = epoch_metric(metrics, cfg.objective.get("report", "auto"))
     if report and len(directions) == 1 and EPOCH_DIRECTION.get(report, directions[0]) != directions[0]:
         raise SweepError(f"objective.report={report} improves in the other direction than the objective "
