@@ -196,6 +196,9 @@ def test_killed_worker_trial_is_failed_then_retried(tmp_path, shared_data):
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
+    from fbad.sweep.runner import _n_counted
+
+    assert _n_counted(study) == 1  # towards max_trials the failed trial counts once, as its retry
     parents, runs = runs_by_role(cfg.paths.mlflow_uri, "kill")
     assert len(parents) == 1
     by_trial = {int(r.data.tags["fbad.trial"]): r for r in runs}

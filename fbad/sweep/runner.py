@@ -61,12 +61,12 @@ def run_sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         tracking.log_trial_result(parent_id, study, trial, metrics)
-        if cfg.max_trials and len(study.get_trials(deepcopy=False, states=COUNTED)) >= cfg.max_trials:
+        if cfg.max_trials and _n_counted(study) >= cfg.max_trials:
             study.stop()
 
     interrupted = True
     try:
-        if not cfg.max_trials or len(study.get_trials(deepcopy=False, states=COUNTED)) < cfg.max_trials:
+        if not cfg.max_trials or _n_counted(study) < cfg.max_trials:
             study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout, catch=(Exception,),
                            callbacks=[after_trial], gc_after_trial=True)
         interrupted = False
@@ -102,6 +102,15 @@ def _parent_run(cfg: DictConfig, study: optuna.Study, created: bool, metrics: li
     run = MlflowClient().get_run(str(parent))  # its experiment wins over a changed mlflow_experiment
     tracking.reopen_parent(str(parent))
     return str(parent), run.info.experiment_id
+
+
+def _n_counted(study: optuna.Study) -> int:
+    """Trials that count towards `max_trials`: a failed trial that was retried counts once, as its retry."""
+    from optuna.storages import RetryFailedTrialCallback
+
+    trials = study.get_trials(deepcopy=False, states=COUNTED)
+    retried = {RetryFailedTrialCallback.retried_trial_number(t) for t in study.get_trials(deepcopy=False)}
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
 
 
 def _plain(node: Any) -> Any:
