@@ -69,6 +69,9 @@ def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int) -> np.
         rng.shuffle(uniq)
         n_val = max(1, round(val_fraction * len(uniq))) if len(uniq) > 1 else 0
         return np.isin(groups, uniq[:n_val])
+    if abs(1 / n_splits - val_fraction) > 0.01:  # patient folds come in whole fractions 1/k
+        log.warning("val_fraction=%g: validation gets about 1/%d = %.2f of the patients", val_fraction, n_splits,
+                    1 / n_splits)
     y = np.array([_stratum(r) for r in pool])
     counts = Counter(y.tolist())
     if min(counts.values()) < n_splits:  # rare strata break stratification; fall back to plane only
