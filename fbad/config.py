@@ -46,6 +46,25 @@ def phantom_dir(*, _parent_: DictConfig) -> str:
 OmegaConf.register_new_resolver("phantom_dir", phantom_dir, replace=True)
 
 
+def new_dir(path: str) -> str:
+    """`path`, created now, or `path_2`, `path_3`, ... when a call started in the same second already took it:
+    two `fbad train` of a job array must not write into one run folder (`${new_dir:...}` in conf/hydra)."""
+    import os
+
+    base, k = path, 1
+    while True:
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            os.mkdir(path)  # atomic: exactly one process creates a given folder
+            return path
+        except FileExistsError:
+            k += 1
+            path = f"{base}_{k}"
+
+
+OmegaConf.register_new_resolver("new_dir", new_dir, replace=True, use_cache=True)
+
+
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The same config a command would see, e.g. compose("train", ["dataset.n_per_plane=8"])."""
     from hydra import compose as hydra_compose

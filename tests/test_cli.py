@@ -72,3 +72,12 @@ def test_train_multirun_logs_one_run_per_job(tmp_path):
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
     assert sorted(parents["params.model.latent_dim"]) == ["16", "8"]
     assert set(runs.status) == {"FINISHED"} and len(runs) == 4
+
+
+def test_calls_started_in_the_same_second_get_their_own_folders(tmp_path):
+    """A job array: two calls must never write into one run folder."""
+    from fbad.config import new_dir
+
+    base = str(tmp_path / "train" / "2026-11-29_04-18-18")
+    assert [new_dir(base) for _ in range(3)] == [base, base + "_2", base + "_3"]
+    assert all((tmp_path / "train" / n).is_dir() for n in ("2026-11-29_04-18-18", "2026-11-29_04-18-18_2"))
