@@ -241,6 +241,9 @@ def test_cache_key_follows_the_weights_not_their_name(trained, tmp_path):
     shutil.copy(trained.run_dir / "segmenter.pt", path)
     first = key(str(path))
     assert key(str(path)) == first
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # models:/ must resolve in trained.uri
     assert weights_digest(str(path)) == weights_digest("models:/head_seg/1", trained.uri)  # same file, two names
     save_weights(path, UNet((4, 8)), (32, 48), ["a.png"])  # retrained into the same file
     assert key(str(path)) != first

@@ -66,3 +66,10 @@ def test_a_test_patient_is_never_trained_or_validated_on(caplog):
     assert not test_patients & {r.patient_id for r in s.train + s.val}
     assert all(c in s.excluded for c in copies)
     assert f"{len(copies)} images belong to patients of the test split" in caplog.text
+
+
+def test_too_rare_planes_still_split_by_patient():
+    recs = [Record(path=Path(f"/x/{i}.png"), patient_id=f"p{i % 7}", plane=BRAIN_PLANES[i % 3], label=Label.NORMAL,
+                   split=Split.TRAIN) for i in range(9)]  # 7 patients, 3 images per plane: fewer than 5 folds
+    s = split_records(recs, val_fraction=0.2, seed=0)
+    assert s.val and s.train and not {r.patient_id for r in s.val} & {r.patient_id for r in s.train}

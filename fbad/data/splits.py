@@ -63,12 +63,8 @@ def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int) -> np.
     groups = np.array([r.patient_id for r in pool])
     n_groups = len(set(groups.tolist()))
     n_splits = max(2, round(1 / val_fraction))
-    if n_groups < n_splits:  # too few patients to fold: put whole patients aside by a seeded shuffle
-        rng = np.random.default_rng(seed)
-        uniq = np.array(sorted(set(groups.tolist())))
-        rng.shuffle(uniq)
-        n_val = max(1, round(val_fraction * len(uniq))) if len(uniq) > 1 else 0
-        return np.isin(groups, uniq[:n_val])
+    if n_groups < n_splits:  # too few patients to fold
+        return _shuffled_groups_mask(groups, val_fraction, seed)
     if abs(1 / n_splits - val_fraction) > 0.01:  # patient folds come in whole fractions 1/k
         log.warning("val_fraction=%g: validation gets about 1/%d = %.2f of the patients", val_fraction, n_splits,
                     1 / n_splits)
@@ -76,11 +72,22 @@ def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int) -> np.
     counts = Counter(y.tolist())
     if min(counts.values()) < n_splits:  # rare strata break stratification; fall back to plane only
         y = np.array([str(r.plane) for r in pool])
+        if min(Counter(y.tolist()).values()) < n_splits:  # still too rare: no stratification at all
+            return _shuffled_groups_mask(groups, val_fraction, seed)
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, val_idx = next(sgkf.split(np.zeros(len(pool)), y, groups))
     mask = np.zeros(len(pool), dtype=bool)
     mask[val_idx] = True
     return mask
+
+
+def _shuffled_groups_mask(groups: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """Whole patients set aside for validation by a seeded shuffle (no stratification)."""
+    rng = np.random.default_rng(seed)
+    uniq = np.array(sorted(set(groups.tolist())))
+    rng.shuffle(uniq)
+    n_val = max(1, round(val_fraction * len(uniq))) if len(uniq) > 1 else 0
+    return np.isin(groups, uniq[:n_val])
 
 
 def _stratum(r: Record) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ def local_path(source: str | Path, what: str, tracking_uri: str | None = None, d
         import mlflow
 
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=tracking_uri,
-                                                              dst_path=None if dst is None else str(dst)))
+            with _global_tracking_uri(tracking_uri if text.startswith("models:/") else None):
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=tracking_uri,
+                                                                  dst_path=None if dst is None else str(dst)))
         except Exception as exc:  # MlflowException, OSError...: all mean "this URI gives nothing"
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise FileNotFoundError(f"{what} {text!r} could not be resolved: {type(exc).__name__}: {first}") from None
@@ -32,6 +35,23 @@ def local_path(source: str | Path, what: str, tracking_uri: str | None = None, d
     if not local.exists():
         raise FileNotFoundError(f"{what} {text!r}: not found")
     return local
+
+
+@contextmanager
+def _global_tracking_uri(uri: str | None) -> Iterator[None]:
+    """MLflow (3.17) resolves `models:/` in the globally set registry whatever tracking or registry URI it is
+    given, so for the duration of one download the global URI is the store the caller named."""
+    import mlflow
+
+    if uri is None:
+        yield
+        return
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def find_file(source: str | Path, name: str, what: str, tracking_uri: str | None = None) -> Path:

@@ -24,7 +24,7 @@ def read_phantom(
     **phantom_options,
 ) -> ReadResult:
     """Read a phantom written by `fbad data phantom`; generate it first when `root` holds none (settings not
-    given: 200 images per plane, 256 px, seed 0). Settings that are given must match the phantom on disk."""
+    given: 200 images per plane, 256 px, seed 0). Settings that are given are compared with the phantom on disk."""
     root = Path(root).expanduser().resolve()
     given = {k: v for k, v in {"n_per_plane": n_per_plane, "size": size, "seed": seed}.items() if v is not None}
     if not (root / INDEX_NAME).is_file():
