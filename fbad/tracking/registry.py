@@ -156,6 +156,7 @@ def publish(experiment: str, metric: str, mode: str | None, name: str, alias: st
         raise PublishError(f"metric={metric} chooses the model on its test split, and the model card would then "
                            "report optimistic test figures; choose on validation (metric=val_auroc_mean), or "
                            "pass allow_test=true to do it anyway")
+    mode = mode or default_mode(metric)
     client = MlflowClient()
     run = best_run(client, experiment, metric, mode)
     packaging = {SOURCE_TAG: run.info.run_id, CLASSIFIER_TAG: str(classifier or ""), ONNX_TAG: str(bool(onnx))}
@@ -187,8 +188,7 @@ def publish(experiment: str, metric: str, mode: str | None, name: str, alias: st
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
     with mlflow.start_run(run_name=f"publish-{name}") as pub:
         mlflow.set_tags({"fbad.command": "publish", SOURCE_TAG: run.info.run_id})
-        mlflow.log_params({"metric": metric, "mode": mode or default_mode(metric), "registered_model": name,
-                           "alias": alias})
+        mlflow.log_params({"metric": metric, "mode": mode, "registered_model": name, "alias": alias})
         mlflow.log_artifact(str(out / "model_card.md"))
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
                                        artifacts={"bundle": str(bundle_dir)}, signature=pyfunc.signature(),
