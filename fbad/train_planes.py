@@ -20,15 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fbad.config import CONF_DIR
+from fbad.config import CONF_DIR, plain_config, torch_threads
 from fbad.errors import report_user_errors
 
 log = logging.getLogger("fbad.train_planes")
-
-
-def _plain(cfg: DictConfig) -> dict[str, Any]:
-    """The config as builtins, resolved, without Hydra's own node."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def negatives_root(data_dir: str | Path, size: int, n: int, seed: int, noise: float) -> Path:
@@ -177,15 +172,8 @@ def evaluate(truth: list[str], answers: list[tuple[str, float]], classes: list[s
 def run_train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train, save, evaluate and log one plane classifier; returns the summary (held-out `test_accuracy`, ...,
     `run_id`, `weights`). Uses `cfg.threads` torch threads meanwhile (restored after)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    try:
+    with torch_threads(cfg.threads):
         return _train_planes(cfg, run_dir)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -236,7 +224,7 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.warning("the dataset has no test split: held-out figures are on the validation images (prefix val_)")
 
     setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
-    plain = _plain(cfg)
+    plain = plain_config(cfg)
     with command_run("train-planes", run_dir, plain, cfg.run_name, len(skipped),
                      tags={"held_out": held_name}) as run:
         mlflow.log_params({"classes": json.dumps(classes), **{f"n_{k}": len(v) for k, v in parts.items()}, **counts,

@@ -19,15 +19,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fbad.config import CONF_DIR
+from fbad.config import CONF_DIR, plain_config, torch_threads
 from fbad.errors import report_user_errors
 
 log = logging.getLogger("fbad.train_seg")
-
-
-def _plain(cfg: DictConfig) -> dict[str, Any]:
-    """The config as builtins, resolved, without Hydra's own node."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def gather_records(cfg: DictConfig) -> tuple[dict[str, list], list, Any]:
@@ -159,15 +154,8 @@ def run_train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     Uses `cfg.threads` torch threads meanwhile (restored after), the rest of the process is left as it was.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    try:
+    with torch_threads(cfg.threads):
         return _train_seg(cfg, run_dir)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -212,7 +200,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         {k: [r.path.name for r in v] for k, v in {**splits, "extra_train": extra}.items()}, indent=1))
 
     setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
-    plain = _plain(cfg)
+    plain = plain_config(cfg)
     with command_run("train-seg", run_dir, plain, cfg.run_name, len(skipped)) as run:
         mlflow.log_params({"n_train": len(x_tr), "n_val": len(x_va), "n_test": len(splits["test"]),
                            "n_extra_train": len(extra)})

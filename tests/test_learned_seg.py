@@ -247,3 +247,13 @@ def test_cache_key_follows_the_weights_not_their_name(trained, tmp_path):
     assert weights_digest(str(path)) == weights_digest("models:/head_seg/1", trained.uri)  # same file, two names
     save_weights(path, UNet((4, 8)), (32, 48), ["a.png"])  # retrained into the same file
     assert key(str(path)) != first
+
+
+def test_eval_seg_limit_counts_images_the_segmenter_never_saw(trained, hc18_root, tmp_path):
+    from test_cli import fbad
+
+    proc = fbad("eval-seg", "dataset=hc18", f"dataset.root={hc18_root}", "segmentation=learned",
+                f"segmentation.weights={trained.run_dir / 'segmenter.pt'}", "limit=3", "workers=1", "progress=false",
+                cwd=tmp_path)
+    # its first images are the ones it trained on: they are left out first, then 3 others judged
+    assert "(3 images, 0 skipped)" in proc.stdout

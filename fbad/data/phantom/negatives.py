@@ -23,7 +23,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from fbad.data.phantom.imaging import sample_settings, scan
 from fbad.data.phantom.overlay import burn_text
 from fbad.data.phantom.render import paint_head, paint_outside, sample_textures
 from fbad.data.phantom.shapes import Blob, Frame, Shape, Stroke, fill_mask, paint
-from fbad.data.phantom.writer import _PNG, INDEX_HEADER, INDEX_NAME, write_once
+from fbad.data.phantom.writer import _PNG, _STATE, INDEX_HEADER, INDEX_NAME, _init, write_once
 from fbad.data.records import Plane
 
 NEGATIVE_KINDS: tuple[str, ...] = ("abdomen", "femur", "brain_other", "no_fetus")
@@ -143,15 +142,6 @@ def _ellipse_px(frame: Frame, n: int = 96) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-_STATE: dict[str, object] = {}
-
-
-def _init(out: Path, cfg: PhantomConfig, threads: int | None) -> None:
-    if threads is not None:
-        cv2.setNumThreads(threads)
-    _STATE["out"], _STATE["cfg"] = out, cfg
-
-
 def _write(item: tuple[str, str, int]) -> None:
     out, cfg = _STATE["out"], _STATE["cfg"]
     assert isinstance(out, Path) and isinstance(cfg, PhantomConfig)
@@ -204,12 +194,3 @@ def ensure_negatives(root: Path | str, n: int, cfg: PhantomConfig | None = None,
                      workers: int | None = None) -> Path:
     """`write_negatives` once, atomically (a temporary sibling renamed when complete); then reuse it."""
     return write_once(root, lambda tmp: write_negatives(tmp, n, cfg, seed, workers))
-    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_negatives(tmp, n, cfg, seed, workers)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(root)
-    except OSError:  # another process finished the same negatives first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root

@@ -86,7 +86,7 @@ def plan(n_per_plane: int, cfg: PhantomConfig, seed: int = 0) -> list[Item]:
     return items
 
 
-_STATE: dict[str, object] = {}
+_STATE: dict[str, object] = {}  # a worker's output folder and config (the negatives' workers use it too)
 
 
 def _init(out: Path, cfg: PhantomConfig, threads: int | None) -> None:
