@@ -10,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fbad.data.cache import cached_preprocess
+from fbad.anomaly.preprocessor import Preprocessor
 from fbad.data.readers import read_dataset
-from fbad.preprocess.pipeline import Preprocessor
+from fbad.engine.cache import cached_preprocess
 
 HC18 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hc18"
 

@@ -16,10 +16,10 @@ import time
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
+from fbad.anomaly.datamodule import PlaneDataModule, prepare_data
+from fbad.anomaly.module import AutoencoderModule
 from fbad.config import compose
-from fbad.data.datamodule import PlaneDataModule, prepare_data
 from fbad.data.records import Plane
-from fbad.models.lightning import AutoencoderModule
 
 
 class WaitTimer(pl.Callback):

@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 
 from fbad.config import compose
-from fbad.training import run_training
+from fbad.training.anomaly import run_training
 
 PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
 

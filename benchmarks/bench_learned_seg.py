@@ -19,10 +19,10 @@ import torch
 
 from fbad.data.imageio import read_gray
 from fbad.data.readers.hc18 import read_hc18
-from fbad.evaluation.segmentation import true_head_mask
-from fbad.preprocess.seg_quality import segmentation_metrics
-from fbad.preprocess.segment import get_segmenter
-from fbad.segmentation_learned import learned_from_params
+from fbad.segmentation.learned.segmenter import learned_from_params
+from fbad.segmentation.metrics import segmentation_metrics
+from fbad.segmentation.registry import get_segmenter
+from fbad.segmentation.truth import true_head_mask
 
 
 def measure(seg, records, truths, images) -> dict[str, float]:

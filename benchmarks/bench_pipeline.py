@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from fbad.data.imageio import read_gray
-from fbad.parallel import WorkerPool, safe_map
+from fbad.engine.parallel import WorkerPool, safe_map
 
 # Spawned workers import this script again (as __mp_main__): everything heavier is imported inside main().
 
@@ -72,12 +72,12 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=3, help="passes over the images for the warm (steady) figure")
     ap.add_argument("--skip-enhance", action="store_true", help="only the default chain and its references")
     args = ap.parse_args()
+    from fbad.anomaly.align import align
+    from fbad.anomaly.preprocessor import Preprocessor
     from fbad.config import compose
     from fbad.data.readers import read_dataset
-    from fbad.preprocess.align import align
     from fbad.preprocess.enhance import build_chain
-    from fbad.preprocess.pipeline import Preprocessor
-    from fbad.preprocess.segment import get_segmenter
+    from fbad.segmentation.registry import get_segmenter
 
     cv2.setNumThreads(1)  # the single-process rows measure one core
     records = read_dataset({"name": "hc18", "root": args.root}).records[: args.limit]

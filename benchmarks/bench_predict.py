@@ -23,10 +23,10 @@ def default_bundle(folder: Path) -> Path:
     """The default config's three plane models (fresh weights) saved as a training run folder."""
     import torch
 
+    from fbad.anomaly.model_file import save_plane_model
+    from fbad.anomaly.module import AutoencoderModule
     from fbad.anomaly.thresholds import ThresholdResult
     from fbad.config import compose
-    from fbad.models.lightning import AutoencoderModule
-    from fbad.training import save_plane_model
 
     cfg = compose("train")
     for plane in cfg.planes:
@@ -50,14 +50,14 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from fbad.anomaly.preprocessor import Preprocessor
     from fbad.anomaly.scoring import score_images
     from fbad.config import compose
     from fbad.data.imageio import read_gray
     from fbad.data.readers import read_dataset
+    from fbad.engine.parallel import safe_map
     from fbad.inference.bundle import load_bundle
     from fbad.inference.predictor import predict_records, reconstructors
-    from fbad.parallel import safe_map
-    from fbad.preprocess.pipeline import Preprocessor
 
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="fbad-bench-"))

@@ -27,8 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fbad.preprocess.fov import clean  # noqa: E402
-from fbad.preprocess.seg_quality import fill_outline, segmentation_metrics  # noqa: E402
-from fbad.preprocess.segment import get_segmenter  # noqa: E402
+from fbad.segmentation.metrics import segmentation_metrics
+from fbad.segmentation.registry import get_segmenter
+from fbad.segmentation.truth import fill_outline
 
 DEFAULT_DATA = Path("/work/shared/data/hc18")
 

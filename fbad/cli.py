@@ -7,17 +7,17 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
-    "data": ("fbad.data.__main__", "data phantom|index|fetch: generate, index or download datasets"),
-    "train": ("fbad.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
-    "train-seg": ("fbad.train_seg", "train the learned head segmenter (U-Net) on head annotations"),
-    "train-planes": ("fbad.train_planes", "train the plane classifier (brain plane or unsupported) for routing"),
-    "eval-seg": ("fbad.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
-    "predict": ("fbad.predict", "label images with a trained or published model (plane routing, overlays)"),
-    "publish": ("fbad.publish", "register the best run of an experiment in the MLflow Model Registry"),
-    "export": ("fbad.export", "export the plane models to ONNX, checked against PyTorch"),
-    "eval-enhance": ("fbad.eval_enhance", "measure enhancement against the phantom's noise-free images"),
-    "sweep": ("fbad.sweep.__main__", "Optuna study over training configs (sqlite or PostgreSQL, many workers)"),
-    "compare": ("fbad.compare", "table (and CSV) of an experiment's best runs by a metric"),
+    "data": ("fbad.commands.data", "data phantom|index|fetch: generate, index or download datasets"),
+    "train": ("fbad.commands.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
+    "train-seg": ("fbad.commands.train_seg", "train the learned head segmenter (U-Net) on head annotations"),
+    "train-planes": ("fbad.commands.train_planes", "train the plane classifier (brain plane or unsupported) for routing"),
+    "eval-seg": ("fbad.commands.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
+    "predict": ("fbad.commands.predict", "label images with a trained or published model (plane routing, overlays)"),
+    "publish": ("fbad.commands.publish", "register the best run of an experiment in the MLflow Model Registry"),
+    "export": ("fbad.commands.export", "export the plane models to ONNX, checked against PyTorch"),
+    "eval-enhance": ("fbad.commands.eval_enhance", "measure enhancement against the phantom's noise-free images"),
+    "sweep": ("fbad.commands.sweep", "Optuna study over training configs (sqlite or PostgreSQL, many workers)"),
+    "compare": ("fbad.commands.compare", "table (and CSV) of an experiment's best runs by a metric"),
 }
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -80,20 +79,6 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
 def plain_config(cfg: DictConfig) -> dict:
     """The config as builtins, resolved, without Hydra's own node (what a run logs and a model file keeps)."""
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """`n` torch threads meanwhile (None: unchanged), the process's own setting restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def alias_overrides(argv: Sequence[str], aliases: dict[str, str]) -> list[str]:

@@ -51,7 +51,7 @@ def trained_run(tmp_path_factory):
     from types import SimpleNamespace
 
     from fbad.config import compose
-    from fbad.training import run_training
+    from fbad.training.anomaly import run_training
 
     root = tmp_path_factory.mktemp("trained") / "outputs"
     data = ["dataset.n_per_plane=20", "dataset.size=96", "dataset.anomaly_fraction=0.5"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fbad.data.cache import cached_preprocess
+from fbad.anomaly.preprocessor import Preprocessor
 from fbad.data.records import Record
-from fbad.parallel import WorkerPool, safe_map
-from fbad.preprocess.pipeline import Preprocessor
+from fbad.engine.cache import cached_preprocess
+from fbad.engine.parallel import WorkerPool, safe_map
 
 CFG = {"image_size": 32, "enhancement": {"name": "none", "ops": []}, "segmentation": {"name": "none"},
        "align": {"name": "none", "crop": False, "rotate": False}}
@@ -104,8 +104,8 @@ def test_worker_pool_serves_several_maps_like_one_process(tmp_path):
 
 def test_cache_key_covers_the_code_that_makes_the_arrays(tmp_path):
     """Editing the preprocessing code must not serve arrays the old code made."""
-    from fbad.data.cache import source_digest
-    from fbad.preprocess.pipeline import CODE_FILES, Preprocessor
+    from fbad.anomaly.preprocessor import CODE_FILES, Preprocessor
+    from fbad.engine.cache import source_digest
 
     (tmp_path / "preprocess").mkdir()
     (tmp_path / "preprocess" / "align.py").write_text("x = 1\n")

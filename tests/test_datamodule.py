@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from fbad.anomaly.datamodule import EpochShuffleSampler, PlaneDataModule, prepare_data
 from fbad.config import compose
-from fbad.data.datamodule import EpochShuffleSampler, PlaneDataModule, prepare_data
-from fbad.data.readers import DatasetError
 from fbad.data.records import Label, Plane
+from fbad.errors import DatasetError
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from fbad.data.imageio import read_gray
+from fbad.evaluation.enhancement_metrics import cnr, edge_preservation, enhancement_metrics, psnr, speckle_index, ssim
 from fbad.preprocess import enhance as E
-from fbad.preprocess.enhance_quality import cnr, edge_preservation, enhancement_metrics, psnr, speckle_index, ssim
 from fbad.preprocess.srad import estimate_q0_reference, estimate_q0_torch, srad, srad_reference
 
 PRESETS = Path(__file__).resolve().parents[1] / "conf" / "enhancement"

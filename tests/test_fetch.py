@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbad.data.fetch import DATASETS, FetchError, fetch
+from fbad.data.fetch import DATASETS, fetch
+from fbad.errors import FetchError
 
 ZIP_NAME = DATASETS["fetal_planes_db"].filename
 HEADER = "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train \n"

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbad.data.imageio import BadImageError, SkipLog, read_gray
+from fbad.data.imageio import SkipLog, read_gray
+from fbad.errors import BadImageError
 
 
 def _png(path, arr):

@@ -17,19 +17,15 @@ from mlflow.tracking import MlflowClient
 
 from fbad.config import compose
 from fbad.data.records import HeadEllipse
-from fbad.models.unet import UNet
-from fbad.preprocess.seg_quality import dice
-from fbad.segmentation_learned import (
-    SegModule,
-    fit_head_ellipse,
-    learned_from_params,
-    letterbox,
-    load_weights,
-    save_weights,
-    split_records,
-    unletterbox,
-)
-from fbad.train_seg import run_train_seg
+from fbad.data.splits import split_by_patient
+from fbad.segmentation.geometry import fit_head_ellipse
+from fbad.segmentation.learned.data import letterbox, unletterbox
+from fbad.segmentation.learned.module import SegModule
+from fbad.segmentation.learned.net import UNet
+from fbad.segmentation.learned.segmenter import learned_from_params
+from fbad.segmentation.learned.weights import load_weights, save_weights
+from fbad.segmentation.metrics import dice
+from fbad.training.segmenter import run_train_seg
 
 
 @contextmanager
@@ -81,14 +77,14 @@ def test_split_is_seeded_disjoint_and_grouped(hc18_root):
     from fbad.data.readers.hc18 import read_hc18
 
     recs = read_hc18(hc18_root).records
-    a = split_records(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
-    b = split_records(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    a = split_by_patient(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    b = split_by_patient(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
     names = {k: {r.path.name for r in v} for k, v in a.items()}
     assert names == {k: {r.path.name for r in v} for k, v in b.items()}
     assert sum(map(len, names.values())) == len(recs)
     assert not (names["train"] & names["test"]) and not (names["val"] & names["test"])
     assert abs(len(names["test"]) - 0.2 * len(recs)) <= 2
-    c = split_records(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=1)
+    c = split_by_patient(recs, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=1)
     assert {r.path.name for r in c["test"]} != names["test"]
 
 
@@ -167,7 +163,7 @@ def test_segmenter_fails_cleanly_without_a_head(trained):
 
 def test_train_seg_command_runs(hc18_root, tmp_path, monkeypatch, capsys):
     """The `fbad train-seg` Hydra app end to end, as the command line calls it: run folder, printed summary."""
-    from fbad import train_seg
+    from fbad.commands import train_seg
 
     monkeypatch.setattr(sys, "argv", ["fbad train-seg", f"datasets.0.root={hc18_root}", "limit=5",
                                       "work_size=[32,48]", "model.widths=[4,8]", "trainer.max_epochs=1",
@@ -179,7 +175,7 @@ def test_train_seg_command_runs(hc18_root, tmp_path, monkeypatch, capsys):
 
 
 def test_train_seg_bad_root_is_a_clear_error(tmp_path, monkeypatch):
-    from fbad import train_seg
+    from fbad.commands import train_seg
 
     monkeypatch.setattr(sys, "argv", ["fbad train-seg", f"datasets.0.root={tmp_path / 'nowhere'}"])
     with pytest.raises(SystemExit, match="fbad: error: .*nowhere"):
@@ -229,9 +225,9 @@ def test_save_weights_round_trip(tmp_path):
 
 def test_cache_key_follows_the_weights_not_their_name(trained, tmp_path):
     """Retraining into the same path, or moving an alias, must give a new preprocessing-cache key."""
-    from fbad.data.cache import config_hash
-    from fbad.preprocess.pipeline import Preprocessor
-    from fbad.segmentation_learned import weights_digest
+    from fbad.anomaly.preprocessor import Preprocessor
+    from fbad.engine.cache import config_hash
+    from fbad.segmentation.learned.weights import weights_digest
 
     def key(weights: str) -> str:
         seg = {"name": "learned", "weights": weights, "tracking_uri": trained.uri}

@@ -22,7 +22,7 @@ from fbad.data.records import BRAIN_PLANES, Plane
 from fbad.planes import UNSUPPORTED, PlaneClassifier, PlaneNet, prepare_frame, prepare_input
 from fbad.planes.classifier import make_bundle, save_bundle
 from fbad.planes.data import balanced_weights
-from fbad.train_planes import evaluate, run_train_planes
+from fbad.training.planes import evaluate, run_train_planes
 
 CLASSES = [p.value for p in BRAIN_PLANES] + [UNSUPPORTED]
 # small but learnable in ~10 s: 100 images per class at 128 px, 48 px network input, 15 epochs (about 0.7 held-out
@@ -100,7 +100,7 @@ def test_fetal_planes_db_other_and_non_brain_become_unsupported(fpdb_index, tmp_
 
     from fbad.data.readers.fetal_planes_db import load_index
     from fbad.planes.data import class_of
-    from fbad.train_planes import gather_records
+    from fbad.training.planes import gather_records
 
     root = tmp_path / "fpdb"
     (root / "Images").mkdir(parents=True)
@@ -232,7 +232,7 @@ def test_weights_file_loads_weights_only(trained, tmp_path):
 
 
 def test_train_planes_command_bad_root_is_a_clear_error(tmp_path, monkeypatch):
-    from fbad import train_planes
+    from fbad.commands import train_planes
 
     monkeypatch.setattr(sys, "argv", ["fbad train-planes", "dataset=fetal_planes_db",
                                       f"dataset.root={tmp_path / 'nowhere'}"])

@@ -13,8 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from test_cli import fbad
 
-from fbad.data.readers import DatasetError
 from fbad.data.records import Plane
+from fbad.errors import DatasetError
 from fbad.inference.backends import onnx_max_abs_diff
 from fbad.inference.bundle import ModelSourceError, load_bundle
 from fbad.inference.inputs import read_inputs
@@ -131,8 +131,8 @@ def test_a_plane_model_is_named_by_its_own_plane(trained_run, tmp_path):
 
 
 def test_models_refuse_a_segmenter_retrained_under_the_same_name(trained_run, tmp_path):
-    from fbad.models.unet import UNet
-    from fbad.segmentation_learned import save_weights, weights_digest
+    from fbad.segmentation.learned.net import UNet
+    from fbad.segmentation.learned.weights import save_weights, weights_digest
 
     torch.manual_seed(0)
     weights = save_weights(tmp_path / "segmenter.pt", UNet((4, 8)), (32, 48), ["a.png"])
@@ -158,8 +158,8 @@ def test_export_failing_the_check_writes_no_bundle(trained_run, tmp_path):
 def test_bundle_carries_the_learned_segmenter(trained_run, tmp_path):
     """A model trained on `segmentation=learned` must predict where its segmenter's path or URI means nothing."""
     from fbad.inference.bundle import write_bundle
-    from fbad.models.unet import UNet
-    from fbad.segmentation_learned import save_weights
+    from fbad.segmentation.learned.net import UNet
+    from fbad.segmentation.learned.weights import save_weights
 
     weights = save_weights(tmp_path / "seg" / "segmenter.pt", UNet((4, 8)), (32, 48), ["a.png"])
     bundle = load_bundle(trained_run.run_dir)

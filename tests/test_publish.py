@@ -22,7 +22,7 @@ from test_cli import fbad
 from fbad.inference.bundle import load_bundle
 from fbad.inference.inputs import read_inputs
 from fbad.inference.predictor import predict_records
-from fbad.tracking.registry import PublishError, best_run, publish
+from fbad.inference.publish import PublishError, best_run, publish
 
 
 def _records(trained_run):

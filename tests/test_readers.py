@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbad.data.readers import DatasetError, get_reader, read_dataset
+from fbad.data.readers import get_reader, read_dataset
 from fbad.data.readers.fetal_planes_db import load_index, read_fetal_planes_db
 from fbad.data.records import Label, Plane, Record, Split
+from fbad.errors import DatasetError
 
 
 @pytest.fixture(scope="module")

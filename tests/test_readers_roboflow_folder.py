@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fbad.data.readers import DatasetError, get_reader
+from fbad.data.readers import get_reader
 from fbad.data.readers.folder import read_folder
 from fbad.data.readers.roboflow import CLASSES, read_roboflow_abnormalities, source_image_id
 from fbad.data.records import Label, Plane, Split
+from fbad.errors import DatasetError
 
 
 def _img(path: Path, seed: int = 0) -> Path:

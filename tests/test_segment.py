@@ -13,33 +13,14 @@ import pytest
 import yaml
 
 from fbad.data.records import HeadEllipse
-from fbad.preprocess.ellipse_fit import (
-    conic_to_ellipse,
-    conics_through,
-    conics_through_tangents,
-    ellipse_mask,
-    sample_ellipses,
-)
 from fbad.preprocess.fov import clean, field_of_view, overlay_mask
-from fbad.preprocess.seg_quality import (
-    dice,
-    ellipse_circumference,
-    fill_outline,
-    hausdorff,
-    hc_abs_error_mm,
-    iou,
-    segmentation_metrics,
-)
-from fbad.preprocess.segment import (
-    EllipseParams,
-    SegmentationResult,
-    _ContourLookup,
-    _ridge_maxima,
-    _support,
-    _work_maps,
-    get_segmenter,
-    segment,
-)
+from fbad.segmentation.ellipse import EllipseParams, _ContourLookup, _ridge_maxima, _support, _work_maps
+from fbad.segmentation.ellipse_fit import conic_to_ellipse, conics_through, conics_through_tangents, sample_ellipses
+from fbad.segmentation.geometry import ellipse_mask
+from fbad.segmentation.metrics import dice, ellipse_circumference, hausdorff, hc_abs_error_mm, iou, segmentation_metrics
+from fbad.segmentation.registry import get_segmenter, segment
+from fbad.segmentation.result import SegmentationResult
+from fbad.segmentation.truth import fill_outline
 
 ROOT = Path(__file__).resolve().parents[1]
 HC18 = Path("/work/shared/data/hc18")

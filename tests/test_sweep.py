@@ -38,7 +38,7 @@ def train_list(extra: tuple[str, ...] = ()) -> str:
 @pytest.fixture(scope="session")
 def shared_data(tmp_path_factory) -> list[str]:
     """Phantom and preprocessing cache made once, shared by every sweep below (and its workers)."""
-    from fbad.data.datamodule import prepare_data
+    from fbad.anomaly.datamodule import prepare_data
 
     root = tmp_path_factory.mktemp("sweepdata")
     paths = [f"paths.data_dir={root / 'data'}", f"paths.cache_dir={root / 'cache'}"]

@@ -10,8 +10,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from fbad.anomaly.model_file import load_plane_model
 from fbad.config import compose
-from fbad.training import load_plane_model, run_training
+from fbad.training.anomaly import run_training
 
 PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
 
@@ -161,7 +162,7 @@ def test_resume_continues_with_the_runs_own_config(tmp_path):
     from omegaconf import OmegaConf
 
     from fbad.errors import UserError
-    from fbad.train import resumed_config
+    from fbad.training.resume import resumed_config
 
     started = compose("train", ["dataset=hc18", "dataset.root=/data/hc18", "trainer.max_epochs=100"])
     (tmp_path / ".hydra").mkdir()

@@ -22,13 +22,11 @@ from urllib.error import HTTPError, URLError
 
 from tqdm import tqdm
 
+from fbad.errors import FetchError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-
-
-class FetchError(RuntimeError):
-    """A dataset could not be downloaded, verified or unpacked; the message says what to do."""
 
 
 @dataclass(frozen=True)

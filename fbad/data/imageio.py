@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fbad.errors import BadImageError
+
 MAX_PIXELS = 40_000_000  # larger than any scanner frame; guards against decompression bombs
 
 _MAGIC = {
@@ -18,15 +20,6 @@ _MAGIC = {
     b"II*\x00": "tiff",
     b"MM\x00*": "tiff",
 }
-
-
-class BadImageError(ValueError):
-    """An input image that cannot be used; `reason` is short enough for a skipped.csv row."""
-
-    def __init__(self, path: Path | str, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def read_gray(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,3 +93,33 @@ def _shuffled_groups_mask(groups: np.ndarray, val_fraction: float, seed: int) ->
 
 def _stratum(r: Record) -> str:
     return f"{r.plane}|{r.label}"
+
+
+def split_by_patient(records: Sequence[Record], fractions: Mapping[str, float], seed: int) -> dict[str, list[Record]]:
+    """Seeded train/val/test split of images, grouped by patient (a patient's images share one split).
+
+    Each split with a positive fraction gets at least one patient when there are enough patients.
+    """
+    names = ("train", "val", "test")
+    frac = np.array([float(fractions.get(n, 0.0)) for n in names])
+    if frac.sum() <= 0:
+        raise ValueError(f"split fractions must sum to > 0, got {dict(fractions)}")
+    frac = frac / frac.sum()
+    patients = sorted({r.patient_id for r in records})
+    order = np.random.default_rng(seed).permutation(len(patients))
+    n = len(patients)
+    counts = np.floor(frac * n).astype(int)
+    for i in np.argsort(-(frac * n - counts))[: n - counts.sum()]:  # largest remainders
+        counts[i] += 1
+    for i in range(3):  # a requested split never ends up empty while another has patients to spare
+        if frac[i] > 0 and counts[i] == 0:
+            donor = int(np.argmax(counts))
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[i] += 1
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    which = {patients[j]: names[k] for k in range(3) for j in order[bounds[k]: bounds[k + 1]]}
+    out: dict[str, list[Record]] = {n_: [] for n_ in names}
+    for r in records:
+        out[which[r.patient_id]].append(r)
+    return out

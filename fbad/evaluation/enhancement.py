@@ -10,9 +10,9 @@ import pandas as pd
 
 from fbad.data.imageio import read_gray
 from fbad.data.records import Record
-from fbad.parallel import safe_map
+from fbad.engine.parallel import safe_map
+from fbad.evaluation.enhancement_metrics import enhancement_metrics
 from fbad.preprocess.enhance import build_chain
-from fbad.preprocess.enhance_quality import enhancement_metrics
 
 
 class EnhanceEval:

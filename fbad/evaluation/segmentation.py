@@ -9,11 +9,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fbad.data.imageio import BadImageError, read_gray
+from fbad.data.imageio import read_gray
 from fbad.data.records import HeadEllipse, Record
-from fbad.parallel import safe_map
-from fbad.preprocess.seg_quality import fill_outline, segmentation_metrics
-from fbad.preprocess.segment import get_segmenter
+from fbad.engine.parallel import safe_map
+from fbad.errors import BadImageError
+from fbad.segmentation.metrics import segmentation_metrics
+from fbad.segmentation.registry import get_segmenter
+from fbad.segmentation.truth import fill_outline
 
 SUMMARY_METRICS = ("dice", "iou", "hd_mm", "hd_px", "hc_abs_err_mm")
 

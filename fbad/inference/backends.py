@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fbad.models.lightning import AutoencoderModule
+from fbad.anomaly.module import AutoencoderModule
 
 BACKENDS = ("torch", "onnx")
 ONNX_OPSET = 17

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbad.models.lightning import AutoencoderModule
+from fbad.anomaly.module import AutoencoderModule
 from fbad.tracking.artifacts import find_file, is_uri, local_path
 
 BUNDLE_FILE = "bundle.json"
@@ -108,7 +108,7 @@ def _read_manifest(manifest: Path, source: str) -> Bundle:
 
 
 def _assemble(files: dict[str, Path], source: str, classifier: Path | None, meta: dict[str, Any]) -> Bundle:
-    from fbad.training import load_plane_model
+    from fbad.anomaly.model_file import load_plane_model
 
     planes: dict[str, PlaneModel] = {}
     preprocess: dict[str, Any] | None = None
@@ -139,7 +139,7 @@ def check_segmenter(bundle: Bundle) -> None:
     seg = bundle.preprocess.get("segmentation") or {}
     if seg.get("name") != "learned" or bundle.segmenter_sha256 is None:
         return
-    from fbad.segmentation_learned import weights_digest
+    from fbad.segmentation.learned.weights import weights_digest
 
     try:
         now = weights_digest(seg["weights"], seg.get("tracking_uri"))
@@ -210,7 +210,7 @@ def write_bundle(bundle: Bundle, out: Path, onnx: dict[str, Path] | None = None,
         spec["classifier"] = CLASSIFIER_FILE
     seg = bundle.preprocess.get("segmentation") or {}
     if seg.get("name") == "learned":  # its weights may be a local path or a URI of this machine's MLflow store
-        from fbad.segmentation_learned import WEIGHTS_NAME
+        from fbad.segmentation.learned.weights import WEIGHTS_NAME
 
         weights = find_file(seg["weights"], WEIGHTS_NAME, "segmentation weights", seg.get("tracking_uri"))
         shutil.copyfile(weights, out / SEGMENTER_FILE)

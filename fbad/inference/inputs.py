@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fbad.data.readers import DatasetError, ReadResult, read_dataset
+from fbad.data.readers import ReadResult, read_dataset
 from fbad.data.readers.folder import IMAGE_EXTS, read_folder, stat_problem
 from fbad.data.records import Record
+from fbad.errors import DatasetError
 
 
 def read_inputs(input_path: str | Path | None, dataset: Any = None) -> ReadResult:

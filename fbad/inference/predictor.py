@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fbad.anomaly.preprocessor import Preprocessor
 from fbad.anomaly.scoring import anomaly_map, score_images
 from fbad.anomaly.thresholds import apply_threshold
 from fbad.data.imageio import SkipLog, read_gray
 from fbad.data.records import BRAIN_PLANES, Plane, Record
+from fbad.engine.parallel import safe_map
 from fbad.inference.backends import BACKENDS, OnnxReconstructor, Reconstructor, TorchReconstructor, export_onnx
 from fbad.inference.bundle import Bundle
-from fbad.parallel import safe_map
-from fbad.preprocess.pipeline import Preprocessor
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Plane routing: a small CNN that names the brain plane of an ultrasound frame, or says it is unsupported.
 
 `PlaneClassifier.load(path_or_uri).predict(gray_images)` -> [(plane, confidence)]; `fbad train-planes`
-trains one (`fbad.train_planes`). Pieces: `inputs` (frame -> network input, pure), `net` (plain
+trains one (`fbad.commands.train_planes`). Pieces: `inputs` (frame -> network input, pure), `net` (plain
 nn.Module), `module` (Lightning wrapper), `data` (labelled records, cached inputs), `classifier`
 (weights file and inference).
 """

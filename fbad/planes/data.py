@@ -55,12 +55,12 @@ def prepared_frames(records: Sequence[Record], size: int, crop: str, cache_dir: 
     """(frames (N, S, S) uint8, the records they belong to, skip log of unreadable files).
 
     With `cache_dir` the frames are computed once per (input files, size, crop) and then memory-mapped
-    (fbad.data.cache); without it they are computed in this process.
+    (fbad.engine.cache); without it they are computed in this process.
     """
     fn = functools.partial(_prepare_record, size=int(size), crop=str(crop))
     skipped = SkipLog()
     if cache_dir is not None:
-        from fbad.data.cache import cached_preprocess, source_digest
+        from fbad.engine.cache import cached_preprocess, source_digest
 
         code = source_digest(("planes/inputs.py", "planes/data.py", "preprocess/fov.py", "data/imageio.py"))
         cfg = {"what": "plane_classifier_input", "version": INPUT_CACHE_VERSION, "code": code, "size": int(size),
@@ -71,7 +71,7 @@ def prepared_frames(records: Sequence[Record], size: int, crop: str, cache_dir: 
         rows = cached.row_of[cached.row_of >= 0]
         frames = np.asarray(cached.arrays["frame"])[rows] if len(rows) else np.zeros((0, size, size), np.uint8)
         return frames, kept, skipped
-    from fbad.parallel import safe_map
+    from fbad.engine.parallel import safe_map
 
     results = safe_map(fn, list(records), workers=workers, progress=progress, desc="prepare")
     frames, kept = [], []

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fbad.preprocess.fov import field_of_view, to_uint8
-from fbad.segmentation_learned import letterbox
+from fbad.segmentation.learned.data import letterbox
 
 CROPS = ("fov", "frame")
 

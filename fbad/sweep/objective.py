@@ -36,7 +36,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         from fbad.config import compose
-        from fbad.training import run_training
+        from fbad.training.anomaly import run_training
 
         run_id = tracking.create_trial_run(self.experiment_id, self.parent_run_id, self.study_name, trial)
         try:

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pytorch_lightning as pl
 
-from fbad.training import RunStopped
+from fbad.training.anomaly import RunStopped
 
 # objective metric of the training summary -> the per-epoch value that tracks it (and shares its direction)
 EPOCH_METRIC = {"val_auroc_mean": "val_auroc", "best_val_mse_mean": "val_mse"}

@@ -1,8 +1,9 @@
-"""Local files from what users pass as a model source: a path, `runs:/…`, `models:/…` or any artifact URI."""
+"""Local files from what users pass as a model source (a path, `runs:/…`, `models:/…` or any artifact URI), and
+the one reader and writer of fbad weights files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,16 @@ def load_weights_file(source: str | Path, name: str, what: str, fmt: str,
     if not isinstance(bundle, dict) or bundle.get("format") != fmt:
         raise FileNotFoundError(f"{what} {str(source)!r}: not an fbad {name} file (expected format {fmt})")
     return bundle
+
+
+def save_weights_file(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write an fbad weights dict (plain tensors and builtins with a `format` key), loadable by
+    `load_weights_file` with `torch.load(weights_only=True)`; the one writer of every fbad weights file."""
+    import torch
+
+    if "format" not in payload:
+        raise ValueError("an fbad weights file needs a 'format' entry")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(payload), path)
+    return path

@@ -127,3 +127,16 @@ class EpochMetricsLogger(pl.Callback):
         if self.parent:
             client.log_batch(self.parent, metrics=[Metric(f"{self.plane}/{m.key}", m.value, now, step)
                                                    for m in metrics])
+
+
+def register_model(name: str, run: Any) -> str:
+    """A new version of registered model `name` whose source is this run's `model/` folder."""
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return str(mv.version)

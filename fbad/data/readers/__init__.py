@@ -12,10 +12,7 @@ from typing import Any
 
 from fbad.data.imageio import SkipLog
 from fbad.data.records import Record
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read at all (missing index, wrong columns, empty)."""
+from fbad.errors import DatasetError
 
 
 @dataclass

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from fbad.data.imageio import SkipLog
-from fbad.data.readers import DatasetError, ReadResult
+from fbad.data.readers import ReadResult
 from fbad.data.records import BRAIN_PLANES, Label, Plane, Record, Split
+from fbad.errors import DatasetError
 
 INDEX_NAME = "FETAL_PLANES_DB_data.csv"
 COLUMNS = ("Image_name", "Patient_num", "Plane", "Brain_plane", "Operator", "US_Machine", "Train")

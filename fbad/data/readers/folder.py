@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from fbad.data.imageio import SkipLog
-from fbad.data.readers import DatasetError, ReadResult
+from fbad.data.readers import ReadResult
 from fbad.data.records import Label, Plane, Record, Split
+from fbad.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from fbad.data.imageio import SkipLog
-from fbad.data.readers import DatasetError, ReadResult
+from fbad.data.readers import ReadResult
 from fbad.data.records import Label, Plane, Record, Split
+from fbad.errors import DatasetError
 
 PIXEL_CSV_NAMES = ("training_set_pixel_size_and_HC.csv", "test_set_pixel_size.csv")
 IMAGE_NAME = re.compile(r"(\d+)_(\d*)HC\.png")  # subject number, then nothing or the image's number

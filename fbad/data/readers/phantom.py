@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fbad.data.readers import DatasetError, ReadResult
+from fbad.data.readers import ReadResult
 from fbad.data.readers.fetal_planes_db import INDEX_NAME, read_fetal_planes_db
 from fbad.data.records import HeadEllipse, Label
+from fbad.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fbad.data.imageio import SkipLog
-from fbad.data.readers import DatasetError, ReadResult
+from fbad.data.readers import ReadResult
 from fbad.data.readers.folder import check_root, ignore_options, stat_problem
 from fbad.data.records import Label, Plane, Record, Split
+from fbad.errors import DatasetError
 
 CLASSES: tuple[str, ...] = (
     "anold-chiari-malformation",

@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from fbad.data.imageio import BadImageError, read_gray
+from fbad.anomaly.align import align
+from fbad.data.imageio import read_gray
 from fbad.data.records import Record
-from fbad.preprocess.align import align
+from fbad.errors import BadImageError
 
 PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes (edits to CODE_FILES change the key anyway)
-CODE_FILES = ("preprocess/*.py", "segmentation_learned.py", "data/imageio.py")  # what makes a cached array
+CODE_FILES = ("preprocess/*.py", "segmentation/**/*.py", "anomaly/preprocessor.py", "anomaly/align.py", "data/imageio.py")  # what makes a cached array
 
 
 class SegmentationFailed(BadImageError):
@@ -38,12 +39,12 @@ class Preprocessor:
     def config_for_hash(self) -> dict:
         """The config, plus the digest of the learned segmenter's weights: a retrained file at the same path,
         or an alias moved to a new version, must not be served the old segmentations from the cache."""
-        from fbad.data.cache import source_digest
+        from fbad.engine.cache import source_digest
 
         cfg = {"version": PREPROCESS_VERSION, "code": source_digest(CODE_FILES), **self.cfg}
         seg = cfg.get("segmentation") or {}
         if seg.get("name") == "learned" and seg.get("weights") not in (None, "", "???"):
-            from fbad.segmentation_learned import weights_digest
+            from fbad.segmentation.learned.weights import weights_digest
 
             cfg["segmentation"] = {**seg, "weights_sha256": weights_digest(seg["weights"], seg.get("tracking_uri"))}
         return cfg
@@ -65,7 +66,7 @@ class Preprocessor:
             if seg.get("name") in ("none", "ground_truth"):
                 self._segment = seg["name"]
             else:
-                from fbad.preprocess.segment import get_segmenter
+                from fbad.segmentation.registry import get_segmenter
 
                 self._segment = get_segmenter(seg)
         return self._segment

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from fbad.data.imageio import BadImageError
+from fbad.errors import BadImageError
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from fbad.data.imageio import SkipLog
 from fbad.data.records import Record
-from fbad.parallel import WorkerPool, safe_map
+from fbad.engine.parallel import WorkerPool, safe_map
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1

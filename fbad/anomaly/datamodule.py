@@ -13,12 +13,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fbad.data.cache import CachedArrays, cached_preprocess
+from fbad.anomaly.preprocessor import Preprocessor
 from fbad.data.imageio import SkipLog
-from fbad.data.readers import DatasetError, read_dataset
+from fbad.data.readers import read_dataset
 from fbad.data.records import Label, Plane, Record
 from fbad.data.splits import Splits, split_records
-from fbad.preprocess.pipeline import Preprocessor
+from fbad.engine.augment import build_augment
+from fbad.engine.cache import CachedArrays, cached_preprocess
+from fbad.errors import DatasetError
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
@@ -95,19 +97,6 @@ class ArrayDataset(Dataset):
         }
 
 
-def build_augmentation(specs: Sequence[Mapping] | None, seed: int = 0):
-    """albumentations Compose from a list of `_target_` specs; masks follow the geometry.
-
-    albumentations keeps its own RNG (global seeds do not reach it), so it gets an explicit seed.
-    """
-    if not specs:
-        return None
-    import albumentations as A
-    from hydra.utils import instantiate
-
-    return A.Compose([instantiate(dict(s)) for s in specs], additional_targets={"anomaly": "mask"}, seed=seed)
-
-
 class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     """A permutation that depends only on (seed, epoch): a resumed run sees the same batches."""
 
@@ -133,7 +122,7 @@ class PlaneDataModule(pl.LightningDataModule):
         super().__init__()
         self.prepared, self.plane = prepared, plane
         self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
-        self.augment = build_augmentation(augment, seed)
+        self.augment = build_augment(augment, seed, extra_masks=("anomaly",))
         self.datasets: dict[str, ArrayDataset] = {}
         for split in SPLIT_NAMES:
             rows, recs = prepared.rows(split, plane)

@@ -22,14 +22,16 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from fbad.anomaly.datamodule import PlaneDataModule, PreparedData, prepare_data
 from fbad.anomaly.metrics import detection_rate_by, evaluate, pixel_auroc, pr_curve_data, roc_curve_data
+from fbad.anomaly.model_file import save_plane_model
+from fbad.anomaly.module import AutoencoderModule
 from fbad.anomaly.thresholds import ThresholdResult, calibrate_from_config
-from fbad.data.datamodule import PlaneDataModule, PreparedData, prepare_data
 from fbad.data.records import BRAIN_PLANES, Plane
 from fbad.models import split_model_config
-from fbad.models.lightning import AutoencoderModule
 from fbad.tracking import plots
 from fbad.tracking.mlflow_utils import EpochMetricsLogger, flat_params, git_commit, log_params, setup_experiment
+from fbad.training.fit import build_trainer, early_stopping
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -108,7 +110,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: list[pl.Callback]
     mlflow.end_run("FINISHED")
     state["finished"] = True
     _save_state(run_dir, state)
-    from fbad.summary import print_summary
+    from fbad.training.summary import print_summary
 
     print_summary(results, prepared, parent, cfg)
     return summary
@@ -203,7 +205,8 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
 def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModule, plane_dir: Path,
                    child_id: str, parent_id: str, name: str,
                    extra_callbacks: list[pl.Callback] = ()) -> tuple[dict[str, list[float]], float, int]:
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     ckpt_dir = plane_dir / "checkpoints"
     has_val = any(dm.datasets["val"].labels != 1)
@@ -213,17 +216,10 @@ def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModu
                                  save_on_train_epoch_end=True)
     metrics_logger = EpochMetricsLogger(child_id, parent_id, name)
     callbacks: list[pl.Callback] = [checkpoint, metrics_logger, EpochSeed(cfg.seed)]
-    if cfg.early_stopping.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.early_stopping.patience,
-                                       min_delta=cfg.early_stopping.min_delta))
-    from hydra.utils import instantiate
-
+    callbacks += early_stopping(cfg, monitor)
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += list(extra_callbacks)
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs.pop("name", None)
-    trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=False, default_root_dir=str(plane_dir),
-                         enable_progress_bar=cfg.progress, deterministic="warn", num_sanity_val_steps=0)
+    trainer = build_trainer(cfg, callbacks, plane_dir, deterministic="warn")
     last = ckpt_dir / "last.ckpt"
     resume_from = str(last) if last.is_file() else None
     if resume_from:
@@ -373,38 +369,6 @@ def _grid_examples(labels: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray
     pick_n = normal[np.linspace(0, len(normal) - 1, min(k, len(normal))).astype(int)] if len(normal) else normal
     pick_a = abnormal[np.argsort(-scores[abnormal])[:k]] if len(abnormal) else abnormal
     return np.concatenate([pick_n, pick_a]).astype(int)
-
-
-def save_plane_model(module: AutoencoderModule, cfg: DictConfig, thr: ThresholdResult, path: Path,
-                     plane: str) -> Path:
-    """A self-contained plane model loadable with torch.load(weights_only=True): weights, config, threshold."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    preprocess = OmegaConf.to_container(cfg.preprocess, resolve=True)
-    blob = {
-        "format": "fbad.plane_model/1",
-        "plane": plane,
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "score": OmegaConf.to_container(cfg.score, resolve=True),
-        "preprocess": preprocess,
-        "threshold": thr.to_dict(),
-    }
-    seg = preprocess.get("segmentation") or {}
-    if seg.get("name") == "learned":  # which segmenter weights the model saw: a path or alias may move on
-        from fbad.segmentation_learned import weights_digest
-
-        blob["segmenter_sha256"] = weights_digest(seg["weights"], seg.get("tracking_uri"))
-    torch.save(blob, path)
-    return path
-
-
-def load_plane_model(path: Path | str) -> tuple[AutoencoderModule, dict[str, Any]]:
-    """Inverse of save_plane_model; never unpickles code."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    module = AutoencoderModule(blob["model"], blob["score"], plane=blob["plane"])
-    module.load_state_dict(blob["state_dict"])
-    module.eval()
-    return module, blob
 
 
 def _finish_parent(cfg: DictConfig, results: dict[str, PlaneResult], prepared: PreparedData,

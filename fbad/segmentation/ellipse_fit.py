@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
-
-from fbad.data.records import HeadEllipse
 
 
 def conics_through(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,25 +152,3 @@ def sample_ellipses_raw(
     nx = np.stack([zero, bc, -as_], axis=1) @ basis  # gradient of the implicit form, rotated to the image
     ny = np.stack([zero, bs, ac], axis=1) @ basis
     return x, y, nx, ny
-
-
-def ellipse_mask(shape: tuple[int, int], e: HeadEllipse) -> np.ndarray:
-    """Filled ellipse as a bool mask, drawn with 1/16 px precision (OpenCV fixed-point shift)."""
-    mask = np.zeros(shape, np.uint8)
-    sh = 4
-    f = 1 << sh
-    centre = (round(e.cx * f), round(e.cy * f))
-    axes = (max(0, round(e.a * f)), max(0, round(e.b * f)))
-    cv2.ellipse(mask, centre, axes, float(e.angle_deg), 0, 360, 1, thickness=-1, lineType=cv2.LINE_8, shift=sh)
-    return mask.view(bool)  # 0/1 bytes: a valid bool array without a copy
-
-
-def scale_ellipse(e: HeadEllipse, factor: float, offset: float = 0.0) -> HeadEllipse:
-    """Ellipse in another resolution (`factor`), optionally grown by `offset` px along both axes first."""
-    return HeadEllipse(
-        (e.cx + 0.5) * factor - 0.5,
-        (e.cy + 0.5) * factor - 0.5,
-        (e.a + offset) * factor,
-        (e.b + offset) * factor,
-        e.angle_deg,
-    )

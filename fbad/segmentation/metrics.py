@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from fbad.data.records import HeadEllipse
+from fbad.segmentation.geometry import ellipse_from_mask
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,36 +64,6 @@ def hc_abs_error_mm(pred: HeadEllipse | None, true: HeadEllipse | float, pixel_s
         return math.inf
     true_mm = true.circumference_px() * pixel_size_mm if isinstance(true, HeadEllipse) else float(true)
     return abs(pred.circumference_px() * pixel_size_mm - true_mm)
-
-
-def fill_outline(annotation: np.ndarray) -> np.ndarray:
-    """Filled region of a drawn outline (HC18 annotations: a thin closed ellipse); filled masks pass through.
-
-    Holes are what cannot be reached from outside the image. An outline that is not closed inside the frame
-    fills nothing, so then the ellipse fitted to the outline's pixels is drawn instead.
-    """
-    line = np.asarray(annotation) > (127 if np.asarray(annotation).dtype == np.uint8 else 0.5)
-    filled = ndi.binary_fill_holes(line)
-    if filled.sum() > 1.5 * line.sum() or line.sum() < 5:
-        return filled
-    pts = np.argwhere(line)[:, ::-1].astype(np.float32)
-    (cx, cy), (d1, d2), ang = cv2.fitEllipse(pts)
-    out = np.zeros(line.shape, np.uint8)
-    cv2.ellipse(out, ((cx, cy), (d1, d2), ang), 1, thickness=-1)
-    return out.astype(bool) | line
-
-
-def ellipse_from_mask(mask: np.ndarray) -> HeadEllipse | None:
-    """Ellipse fitted to the outer contour of a filled head mask (for HC from a reference mask)."""
-    m = np.asarray(mask, bool).astype(np.uint8)
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    c = max(contours, key=cv2.contourArea)
-    if len(c) < 5:
-        return None
-    (cx, cy), (d1, d2), ang = cv2.fitEllipse(c)
-    return HeadEllipse(cx, cy, d1 / 2, d2 / 2, ang)
 
 
 def segmentation_metrics(

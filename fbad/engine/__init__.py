@@ -1,0 +1,1 @@
+"""Running the work: the parallel map over files, the preprocessing cache, augmentation, thread settings."""

@@ -1,0 +1,22 @@
+"""The one augmentation builder: an albumentations pipeline from a list of `_target_` configs.
+
+albumentations keeps its own RNG (global seeds do not reach it), so every pipeline gets an explicit seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+def build_augment(steps: Sequence[Mapping[str, Any]] | None, seed: int | None = None,
+                  extra_masks: Sequence[str] = ()) -> Callable[..., dict[str, Any]] | None:
+    """Seeded `A.Compose` of the steps (None without steps); `mask` and each name in `extra_masks` follow
+    the geometric transforms."""
+    if not steps:
+        return None
+    import albumentations as A
+    from hydra.utils import instantiate
+
+    return A.Compose([instantiate(dict(s)) for s in steps], additional_targets=dict.fromkeys(extra_masks, "mask"),
+                     seed=seed)

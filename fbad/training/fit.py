@@ -1,0 +1,85 @@
+"""The one Lightning fit of fbad: the Trainer every training builds from its config, early stopping, and
+`KeepBest` (the best epoch's weights kept in memory) for the trainings that need no checkpoint files."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
+
+
+class KeepBest(pl.Callback):
+    """The weights of `pl_module.net` at the epoch with the best `monitor` (mode 'min' or 'max')."""
+
+    def __init__(self, monitor: str, mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode={mode!r}: expected min or max")
+        self.monitor, self.mode = monitor, mode
+        self.best = float("inf") if mode == "min" else -float("inf")
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch = -1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        v = trainer.callback_metrics.get(self.monitor)
+        if v is None:
+            return
+        v = float(v)
+        if (v < self.best) if self.mode == "min" else (v > self.best):
+            self.best, self.epoch = v, trainer.current_epoch
+            self.state = copy.deepcopy(pl_module.net.state_dict())
+
+
+def early_stopping(cfg: DictConfig, monitor: str, mode: str = "min") -> list[pl.Callback]:
+    """`[EarlyStopping]` from `cfg.early_stopping` (patience 0: none)."""
+    es = cfg.early_stopping
+    if not es.patience:
+        return []
+    return [EarlyStopping(monitor=monitor, mode=mode, patience=int(es.patience), min_delta=float(es.min_delta))]
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback], root_dir: Path, **kwargs: Any) -> pl.Trainer:
+    """A Trainer from `cfg.trainer` (accelerator, devices, precision, max_epochs, strategy, ...), never logging
+    through Lightning's loggers (fbad logs to MLflow itself) and without a sanity validation pass."""
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs.pop("name", None)
+    options: dict[str, Any] = {"logger": False, "default_root_dir": str(root_dir), "num_sanity_val_steps": 0,
+                               "enable_progress_bar": bool(cfg.progress), **kwargs}
+    return pl.Trainer(**trainer_kwargs, callbacks=list(callbacks), **options)
+
+
+@dataclass
+class FitResult:
+    epochs: int  # epochs run
+    kept_epoch: int  # the epoch whose weights the module holds now
+    monitored: float  # its monitored value
+
+
+def fit_keep(cfg: DictConfig, module: pl.LightningModule, train_ds: torch.utils.data.Dataset,
+             val_ds: torch.utils.data.Dataset, run_dir: Path, *, monitor: str, mode: str,
+             callbacks: Sequence[pl.Callback] = (), val_batch_size: int | None = None) -> FitResult:
+    """Seeded shuffled fit (optionally early-stopped on `monitor`); with `cfg.keep: best` the best epoch's
+    weights are put back into `module.net`, with `keep: last` the final ones stay."""
+    if cfg.keep not in ("best", "last"):
+        raise ValueError(f"keep={cfg.keep!r}: expected best or last")
+    keep = KeepBest(monitor, mode)
+    bs, nw = int(cfg.data.batch_size), int(cfg.data.num_workers)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, num_workers=nw, generator=gen,
+                                           drop_last=len(train_ds) > bs, persistent_workers=nw > 0)  # type: ignore[arg-type]
+    val_dl = (torch.utils.data.DataLoader(val_ds, batch_size=val_batch_size or bs, shuffle=False)
+              if len(val_ds) else None)  # type: ignore[arg-type]
+    trainer = build_trainer(cfg, [keep, *callbacks, *early_stopping(cfg, monitor, mode)], run_dir,
+                            enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    if cfg.keep == "last" or keep.state is None:
+        last = trainer.callback_metrics.get(monitor)
+        return FitResult(trainer.current_epoch, trainer.current_epoch - 1, float("nan") if last is None else float(last))
+    module.net.load_state_dict(keep.state)  # type: ignore[union-attr,operator]
+    return FitResult(trainer.current_epoch, keep.epoch, keep.best)
