@@ -20,8 +20,9 @@ from fbad.data.phantom.negatives import NEGATIVE_KINDS, generate_negative, write
 from fbad.data.readers.fetal_planes_db import read_fetal_planes_db
 from fbad.data.records import BRAIN_PLANES, Plane
 from fbad.planes import UNSUPPORTED, PlaneClassifier, PlaneNet, prepare_frame, prepare_input
-from fbad.planes.classifier import make_bundle, save_bundle
+from fbad.planes.classifier import make_weights
 from fbad.planes.data import balanced_weights
+from fbad.tracking.artifacts import save_weights_file
 from fbad.training.planes import evaluate, run_train_planes
 
 CLASSES = [p.value for p in BRAIN_PLANES] + [UNSUPPORTED]
@@ -85,7 +86,7 @@ def test_evaluate_and_class_weights():
 
 def test_threshold_makes_unsure_answers_unsupported(tmp_path):
     net = PlaneNet(4, (4, 8))
-    path = save_bundle(tmp_path / "plane_classifier.pt", make_bundle(net, CLASSES, 32, "fov", 0.6))
+    path = save_weights_file(tmp_path / "plane_classifier.pt", make_weights(net, CLASSES, 32, "fov", 0.6))
     clf = PlaneClassifier.load(path)
     probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.2, 0.6]])
     assert clf.decide(probs) == [("trans_thalamic", pytest.approx(0.7)), (UNSUPPORTED, pytest.approx(0.6)),

@@ -38,10 +38,11 @@ def published(trained_run, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("publish")
     env_root = trained_run.root
     from fbad.planes import PlaneNet
-    from fbad.planes.classifier import make_bundle, save_bundle
+    from fbad.planes.classifier import make_weights
+    from fbad.tracking.artifacts import save_weights_file
 
     classes = ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "unsupported"]
-    clf = save_bundle(cwd / "plane_classifier.pt", make_bundle(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.5))
+    clf = save_weights_file(cwd / "plane_classifier.pt", make_weights(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.5))
     proc = subprocess.run([sys.executable, "-m", "fbad.cli", "publish", f"experiment={trained_run.experiment}",
                            "metric=val_auroc_mean", f"name={name}", f"classifier={clf}"], cwd=cwd,
                           capture_output=True, text=True, env={**os.environ, "FBAD_OUTPUTS": str(env_root)},

@@ -15,6 +15,7 @@ from fbad.anomaly.align import align
 from fbad.data.imageio import read_gray
 from fbad.data.records import Record
 from fbad.errors import BadImageError
+from fbad.segmentation.truth import read_mask
 
 PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes (edits to CODE_FILES change the key anyway)
 CODE_FILES = ("preprocess/*.py", "segmentation/**/*.py", "anomaly/preprocessor.py", "anomaly/align.py", "data/imageio.py")  # what makes a cached array
@@ -63,8 +64,8 @@ class Preprocessor:
     def _segmenter(self):
         if self._segment is None:
             seg = self.cfg.get("segmentation") or {"name": "none"}
-            if seg.get("name") in ("none", "ground_truth"):
-                self._segment = seg["name"]
+            if seg.get("name") == "none":  # no segmentation at all: the whole frame is the brain
+                self._segment = "none"
             else:
                 from fbad.segmentation.registry import get_segmenter
 
@@ -76,15 +77,11 @@ class Preprocessor:
         enhance = self._enhancer()
         # without enhancement, the float conversion happens in `align`, on the crop that the warp reads
         img = None if enhance is _identity else enhance(raw.astype(np.float32) / 255.0)
-        gt_anomaly = _read_mask(record.anomaly_mask_path, raw.shape)
+        gt_anomaly = read_mask(record.anomaly_mask_path, raw.shape)
         segmenter = self._segmenter()
         ellipse, brain = None, None
-        if segmenter == "ground_truth":
-            if record.ellipse is None:
-                raise SegmentationFailed(record.path, "segmentation=ground_truth but the record has no head ellipse")
-            ellipse, brain = record.ellipse, _read_mask(record.brain_mask_path, raw.shape)
-        elif segmenter != "none":
-            result = segmenter(raw)
+        if segmenter != "none":
+            result = segmenter(raw, record)
             if result.failed:
                 raise SegmentationFailed(record.path, f"segmentation failed: {result.reason}")
             ellipse, brain = result.ellipse, result.brain_mask
@@ -105,15 +102,6 @@ class Preprocessor:
 
 def _identity(img: np.ndarray) -> np.ndarray:
     return img
-
-
-def _read_mask(path, shape) -> np.ndarray | None:
-    if path is None:
-        return None
-    mask = read_gray(path) > 127
-    if mask.shape != shape:
-        raise BadImageError(path, f"mask size {mask.shape[::-1]} differs from its image {shape[::-1]}")
-    return mask
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict:

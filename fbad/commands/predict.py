@@ -35,7 +35,7 @@ def _app(cfg: DictConfig) -> None:
     from fbad.inference.inputs import read_inputs
     from fbad.inference.overlays import grid, heat_overlay, inside, safe_name
     from fbad.inference.predictor import predict_records
-    from fbad.tracking.mlflow_utils import git_commit, setup_experiment
+    from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,15 +68,13 @@ def _app(cfg: DictConfig) -> None:
     counts = summary.set_index("plane").loc["all"]
     metrics = {"images": float(counts["total"]), "normal": float(counts["normal"]),
                "abnormal": float(counts["abnormal"]), "unsupported_plane": float(counts["unsupported_plane"]),
-               "failed": float(counts["failed"]), "images_skipped": float(len(skipped)),
+               "failed": float(counts["failed"]),
                "images_per_s": len(records) / seconds if seconds > 0 else float("nan")}
-    with mlflow.start_run(run_name=f"predict-{out.name}"):
-        mlflow.set_tags({"fbad.command": "predict", "git_commit": git_commit(), "model": str(cfg.model_uri)})
-        mlflow.log_params({"model": str(cfg.model_uri), "input": str(cfg.input), "backend": cfg.backend,
-                           "dataset": cfg.dataset.name if cfg.get("dataset") else "",
-                           "planes": ",".join(bundle.planes)})
+    params = {"model": str(cfg.model_uri), "input": str(cfg.input), "backend": cfg.backend,
+              "dataset": cfg.dataset.name if cfg.get("dataset") else "", "planes": ",".join(bundle.planes)}
+    with command_run("predict", out, params, f"predict-{out.name}", len(skipped), tags={"model": str(cfg.model_uri)}):
         mlflow.log_metrics(metrics)
-        for name in ("predictions.csv", "summary.csv", "skipped.csv", "overlays.png"):
+        for name in ("predictions.csv", "summary.csv", "overlays.png"):
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name))
     print_table(summary, title=f"fbad predict: {len(records)} images, {metrics['images_per_s']:.1f} img/s "

@@ -42,7 +42,7 @@ def save_and_log(cfg: Any, command: str, run_name: str, params: Mapping[str, Any
 
     import mlflow
 
-    from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
+    from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     out = Path(cfg.out)
     per_image.to_csv(out / "per_image.csv", index=False)
@@ -50,11 +50,9 @@ def save_and_log(cfg: Any, command: str, run_name: str, params: Mapping[str, Any
     if len(skipped):
         skipped.write(out)
     setup_experiment(cfg.paths.mlflow_uri, cfg.logger.experiment, cfg.paths.mlflow_artifacts)
-    with mlflow.start_run(run_name=run_name):
-        log_params(flat_params(dict(params)))
-        mlflow.set_tags({"fbad.command": command, "git_commit": git_commit()})
+    with command_run(command, out, params, run_name, skipped=len(skipped)):
         mlflow.log_metrics({k: v for k, v in summary.items() if v == v})  # NaN: undefined, left out
-        mlflow.log_metrics({"images_skipped": len(skipped), **(extra_metrics or {})})
+        mlflow.log_metrics(dict(extra_metrics or {}))
         for path in sorted(out.iterdir()):
-            if path.suffix in (".csv", ".json", ".png"):
+            if path.suffix in (".csv", ".json", ".png") and path.name != "skipped.csv":
                 mlflow.log_artifact(str(path))

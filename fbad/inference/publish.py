@@ -151,6 +151,7 @@ def publish(experiment: str, metric: str, mode: str | None, name: str, alias: st
     from fbad.inference.bundle import load_bundle, write_bundle
     from fbad.tracking.artifacts import find_file
     from fbad.tracking.compare import default_mode
+    from fbad.tracking.mlflow_utils import command_run
 
     if metric.startswith("test_") and not allow_test:
         raise PublishError(f"metric={metric} chooses the model on its test split, and the model card would then "
@@ -186,9 +187,9 @@ def publish(experiment: str, metric: str, mode: str | None, name: str, alias: st
     (out / "model_card.md").write_text(card)
 
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
-    with mlflow.start_run(run_name=f"publish-{name}") as pub:
-        mlflow.set_tags({"fbad.command": "publish", SOURCE_TAG: run.info.run_id})
-        mlflow.log_params({"metric": metric, "mode": mode, "registered_model": name, "alias": alias})
+    params = {"metric": metric, "mode": mode, "registered_model": name, "alias": alias}
+    with command_run("publish", out, params, f"publish-{name}", skipped=None,
+                     tags={SOURCE_TAG: run.info.run_id}) as pub:
         mlflow.log_artifact(str(out / "model_card.md"))
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
                                        artifacts={"bundle": str(bundle_dir)}, signature=pyfunc.signature(),

@@ -6,9 +6,9 @@ nn.Module), `module` (Lightning wrapper), `data` (labelled records, cached input
 (weights file and inference).
 """
 
-from fbad.planes.classifier import UNSUPPORTED, WEIGHTS_FORMAT, WEIGHTS_NAME, PlaneClassifier, load_bundle
+from fbad.planes.classifier import UNSUPPORTED, WEIGHTS_FORMAT, WEIGHTS_NAME, PlaneClassifier, load_weights
 from fbad.planes.inputs import prepare_frame, prepare_input
 from fbad.planes.net import PlaneNet
 
-__all__ = ["UNSUPPORTED", "WEIGHTS_FORMAT", "WEIGHTS_NAME", "PlaneClassifier", "PlaneNet", "load_bundle",
+__all__ = ["UNSUPPORTED", "WEIGHTS_FORMAT", "WEIGHTS_NAME", "PlaneClassifier", "PlaneNet", "load_weights",
            "prepare_frame", "prepare_input"]

@@ -21,13 +21,14 @@ import torch
 
 from fbad.planes.inputs import prepare_frame, to_tensor, usable_frame
 from fbad.planes.net import PlaneNet
+from fbad.tracking.artifacts import load_weights_file, save_weights_file
 
 WEIGHTS_FORMAT = "fbad-plane-classifier/1"
 WEIGHTS_NAME = "plane_classifier.pt"
 UNSUPPORTED = "unsupported"
 
 
-def make_bundle(net: PlaneNet, classes: Sequence[str], input_size: int, crop: str, min_confidence: float,
+def make_weights(net: PlaneNet, classes: Sequence[str], input_size: int, crop: str, min_confidence: float,
                 config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything inference needs, as plain tensors and builtins (loadable with weights_only=True)."""
     if len(classes) != net.n_classes:
@@ -43,17 +44,8 @@ def make_bundle(net: PlaneNet, classes: Sequence[str], input_size: int, crop: st
     }
 
 
-def save_bundle(path: str | Path, bundle: Mapping[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(bundle), path)
-    return path
-
-
-def load_bundle(source: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+def load_weights(source: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     """The weights bundle behind a path, a folder holding it, or an MLflow URI (`runs:/<id>/model/...`)."""
-    from fbad.tracking.artifacts import load_weights_file
-
     return load_weights_file(source, WEIGHTS_NAME, "plane classifier weights", WEIGHTS_FORMAT, tracking_uri)
 
 
@@ -85,11 +77,11 @@ class PlaneClassifier:
         `models:/<name>/<version>`); a source that gives no such file raises FileNotFoundError naming it."""
         if source in (None, "", "???"):
             raise FileNotFoundError("no plane classifier given (a plane_classifier.pt path or a runs:/... URI)")
-        return cls(load_bundle(source, tracking_uri), device=device, min_confidence=min_confidence)
+        return cls(load_weights(source, tracking_uri), device=device, min_confidence=min_confidence)
 
     def save(self, path: str | Path) -> Path:
         """Write the weights file again (e.g. with a changed `min_confidence`)."""
-        return save_bundle(path, {**self.bundle, "min_confidence": self.min_confidence})
+        return save_weights_file(path, {**self.bundle, "min_confidence": self.min_confidence})
 
     def prepare(self, gray_images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, S, S) uint8 network inputs of raw gray frames (see `fbad.planes.inputs.prepare_frame`)."""

@@ -39,26 +39,44 @@ def setup_experiment(tracking_uri: str, experiment: str, artifact_root: str | Pa
     return exp_id
 
 
-@contextmanager
-def command_run(
-    command: str, run_dir: Path, config: Mapping, run_name: str | None = None, skipped: int = 0,
-    tags: Mapping[str, str] | None = None,
-) -> Iterator[mlflow.ActiveRun]:
-    """The one MLflow run of a single-run command (train-seg, train-planes): the resolved config as params and
-    config.yaml, the usual tags; on success the skipped-image count and skipped.csv, then FINISHED; on an error
-    FAILED (KILLED when interrupted) with the error in the `fbad.error` tag, so no run is left RUNNING."""
-    run = mlflow.start_run(run_name=run_name or f"{command}-{run_dir.name}")
-    try:
+def start_command_run(command: str, run_dir: Path, config: Mapping, run_name: str | None = None,
+                      tags: Mapping[str, str] | None = None, run_id: str | None = None,
+                      log_config: bool = True) -> mlflow.ActiveRun:
+    """The one way a command opens its MLflow run: a new run named `<command>-<run folder>` (or `run_id`
+    reopened: a resumed training, a sweep's trial run), with the config as params and config.yaml and the tags
+    `fbad.command`, `git_commit`, `run_dir` (not logged again with `log_config=False`, e.g. on resume)."""
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else (run_name or f"{command}-{run_dir.name}"))
+    if log_config:
         log_params(flat_params(config))
         mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(dict(config))), "config.yaml")
         mlflow.set_tags({"fbad.command": command, "git_commit": git_commit(), "run_dir": str(run_dir), **(tags or {})})
+    return run
+
+
+def end_failed_run(exc: BaseException) -> None:
+    """End the active run FAILED (KILLED when interrupted) with the error in the `fbad.error` tag, so no run
+    is left RUNNING."""
+    mlflow.set_tag("fbad.error", (str(exc) or type(exc).__name__)[:5000])
+    mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED")
+
+
+@contextmanager
+def command_run(
+    command: str, run_dir: Path, config: Mapping, run_name: str | None = None, skipped: int | None = 0,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """The MLflow run of a single-run command (train-seg, train-planes, eval-*, predict, publish), see
+    `start_command_run`; on success the skipped-image count and skipped.csv, then FINISHED; on an error
+    `end_failed_run`."""
+    run = start_command_run(command, run_dir, config, run_name, tags)
+    try:
         yield run
-        mlflow.log_metric("images_skipped", skipped)
+        if skipped is not None:  # commands that read images
+            mlflow.log_metric("images_skipped", skipped)
         if (run_dir / "skipped.csv").is_file():
             mlflow.log_artifact(str(run_dir / "skipped.csv"))
     except BaseException as exc:
-        mlflow.set_tag("fbad.error", (str(exc) or type(exc).__name__)[:5000])
-        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED")
+        end_failed_run(exc)
         raise
     mlflow.end_run("FINISHED")
 

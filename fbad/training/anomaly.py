@@ -27,10 +27,11 @@ from fbad.anomaly.metrics import detection_rate_by, evaluate, pixel_auroc, pr_cu
 from fbad.anomaly.model_file import save_plane_model
 from fbad.anomaly.module import AutoencoderModule
 from fbad.anomaly.thresholds import ThresholdResult, calibrate_from_config
+from fbad.config import plain_config
 from fbad.data.records import BRAIN_PLANES, Plane
 from fbad.models import split_model_config
 from fbad.tracking import plots
-from fbad.tracking.mlflow_utils import EpochMetricsLogger, flat_params, git_commit, log_params, setup_experiment
+from fbad.tracking.mlflow_utils import EpochMetricsLogger, setup_experiment, start_command_run
 from fbad.training.fit import build_trainer, early_stopping
 
 log = logging.getLogger(__name__)
@@ -120,21 +121,14 @@ def _start_parent(cfg: DictConfig, run_dir: Path, state: dict, prepared: Prepare
                   run_id: str | None = None) -> str:
     run_name = cfg.logger.run_name or f"train-{run_dir.name}"
     existing = state.get("parent_run_id") or run_id
-    run = mlflow.start_run(run_id=existing, run_name=None if existing else run_name)
-    if "parent_run_id" not in state:
+    fresh = "parent_run_id" not in state
+    run = start_command_run("train", run_dir, plain_config(cfg), run_name, run_id=existing, log_config=fresh,
+                            tags={"dataset": cfg.dataset.name, "dataset_hash": prepared.cache.dataset_hash,
+                                  "preprocess_hash": prepared.cache.config_hash})
+    if fresh:
         state["parent_run_id"] = run.info.run_id
         state["run_dir"] = str(run_dir)
         _save_state(run_dir, state)
-        log_params(flat_params(cfg_without_hydra(cfg)))
-        mlflow.log_text(OmegaConf.to_yaml(cfg_without_hydra(cfg), resolve=True), "config.yaml")
-        mlflow.set_tags({
-            "fbad.command": "train",
-            "git_commit": git_commit(),
-            "dataset": cfg.dataset.name,
-            "dataset_hash": prepared.cache.dataset_hash,
-            "preprocess_hash": prepared.cache.config_hash,
-            "run_dir": str(run_dir),
-        })
         if len(prepared.skipped):
             mlflow.log_artifact(str(run_dir / "skipped.csv"))
         mlflow.log_metric("images_skipped", len(prepared.skipped))
@@ -406,11 +400,6 @@ def _end_all_runs(status: str, message: str) -> None:
         mlflow.end_run(status)
         log.log(logging.WARNING if status == "KILLED" else logging.ERROR, "MLflow run %s ended %s: %s",
                 run.info.run_id, status, message)
-
-
-def cfg_without_hydra(cfg: DictConfig) -> DictConfig:
-    out = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
-    return out
 
 
 def _result_to_state(r: PlaneResult) -> dict[str, Any]:

@@ -137,11 +137,12 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from fbad.engine.augment import build_augment
     from fbad.errors import DatasetError
     from fbad.evaluation.report import print_metrics
-    from fbad.planes.classifier import WEIGHTS_NAME, PlaneClassifier, make_bundle, save_bundle
+    from fbad.planes.classifier import WEIGHTS_NAME, PlaneClassifier, make_weights
     from fbad.planes.data import PlaneDataset, balanced_weights, class_names, class_of, prepared_frames
     from fbad.planes.inputs import to_tensor
     from fbad.planes.module import PlaneModule
     from fbad.tracking import plots
+    from fbad.tracking.artifacts import save_weights_file
     from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,8 +209,8 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("trained %d epochs in %.0fs, kept epoch %d (%s), monitored loss %.4f", epochs, train_seconds,
                  kept_epoch, cfg.keep, best)
 
-        bundle = make_bundle(module.net.cpu(), classes, size, crop, float(cfg.min_confidence), config=plain)
-        path = save_bundle(run_dir / WEIGHTS_NAME, bundle)
+        bundle = make_weights(module.net.cpu(), classes, size, crop, float(cfg.min_confidence), config=plain)
+        path = save_weights_file(run_dir / WEIGHTS_NAME, bundle)
         mlflow.log_artifact(str(path), artifact_path="model")
         if cfg.register_as:
             log.info("registered as models:/%s/%s", cfg.register_as, register_model(str(cfg.register_as), run))

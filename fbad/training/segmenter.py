@@ -102,7 +102,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from fbad.segmentation.learned.data import SegDataset, load_arrays
     from fbad.segmentation.learned.module import SegModule
     from fbad.segmentation.learned.segmenter import LearnedSegmenter, calibrate_borders
-    from fbad.segmentation.learned.weights import WEIGHTS_NAME, load_weights, make_bundle, save_weights
+    from fbad.segmentation.learned.weights import WEIGHTS_NAME, load_weights, make_weights, save_weights
     from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         log.info("trained %d epochs in %.0fs, kept epoch %d (%s): val Dice (working size) %.4f", epochs,
                  train_seconds, best_epoch, cfg.keep, best)
 
-        bundle = make_bundle(module.net.cpu(), work_hw, trained_on, config=plain)
+        bundle = make_weights(module.net.cpu(), work_hw, trained_on, config=plain)
         bundle["calibration"] = calibrate_borders(LearnedSegmenter(bundle, calibrate=False, **cfg.inference), kept_va)
         mlflow.log_metrics({f"calibration_{k}": v for k, v in bundle["calibration"].items()})
         log.info("border calibration on %d validation images: %s", len(kept_va), bundle["calibration"])

@@ -17,7 +17,7 @@ WEIGHTS_FORMAT = "fbad-learned-seg/1"
 WEIGHTS_NAME = "segmenter.pt"
 
 
-def make_bundle(net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Sequence[str],
+def make_weights(net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Sequence[str],
                 config: Mapping[str, Any] | None = None, calibration: Mapping[str, float] | None = None) -> dict:
     """Everything inference needs, as plain tensors and builtins (loadable with weights_only=True)."""
     return {
@@ -34,8 +34,8 @@ def make_bundle(net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Sequ
 def save_weights(path: str | Path, net_or_bundle: torch.nn.Module | Mapping[str, Any],
                  work_hw: tuple[int, int] | None = None, trained_on: Sequence[str] = (),
                  config: Mapping[str, Any] | None = None) -> Path:
-    """Write the self-contained weights file (a bundle from `make_bundle`, or a network to bundle first)."""
-    bundle = net_or_bundle if isinstance(net_or_bundle, Mapping) else make_bundle(net_or_bundle, work_hw,
+    """Write the self-contained weights file (a bundle from `make_weights`, or a network to bundle first)."""
+    bundle = net_or_bundle if isinstance(net_or_bundle, Mapping) else make_weights(net_or_bundle, work_hw,
                                                                                   trained_on, config)
     return save_weights_file(path, bundle)
 
