@@ -1,6 +1,12 @@
-"""Test-only pieces used through the real config (`+callbacks.x={_target_: helpers....}`)."""
+"""Test-only pieces: `fbad(...)` runs the console command as a user does; callbacks used through the real
+config (`+callbacks.x={_target_: helpers....}`)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytorch_lightning as pl
 
@@ -14,3 +20,12 @@ class InterruptAfter(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
         if trainer.current_epoch >= self.epochs:
             raise KeyboardInterrupt
+
+
+def fbad(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FBAD_OUTPUTS": str(cwd / "outputs"), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "fbad.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fbad {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -21,7 +21,7 @@ from fbad.models import (
     ssim_map,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
 @pytest.fixture(autouse=True)

@@ -39,7 +39,7 @@ from fbad.anomaly import (
     score_images,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "threshold"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "threshold"
 
 
 # --- scoring ---------------------------------------------------------------------------------------------

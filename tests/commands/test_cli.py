@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
-
-
-def fbad(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FBAD_OUTPUTS": str(cwd / "outputs"), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "fbad.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"fbad {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from helpers import fbad
 
 
 def test_help_and_unknown_command(tmp_path):

@@ -246,7 +246,7 @@ def test_cache_key_follows_the_weights_not_their_name(trained, tmp_path):
 
 
 def test_eval_seg_limit_counts_images_the_segmenter_never_saw(trained, hc18_root, tmp_path):
-    from test_cli import fbad
+    from helpers import fbad
 
     proc = fbad("eval-seg", "dataset=hc18", f"dataset.root={hc18_root}", "segmentation=learned",
                 f"segmentation.weights={trained.run_dir / 'segmenter.pt'}", "limit=3", "workers=1", "progress=false",

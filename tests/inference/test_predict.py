@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import fbad
 from mlflow.tracking import MlflowClient
-from test_cli import fbad
 
 from fbad.data.records import Plane
 from fbad.errors import DatasetError

@@ -15,7 +15,7 @@ from fbad.evaluation.enhancement_metrics import cnr, edge_preservation, enhancem
 from fbad.preprocess import enhance as E
 from fbad.preprocess.srad import estimate_q0_reference, estimate_q0_torch, srad, srad_reference
 
-PRESETS = Path(__file__).resolve().parents[1] / "conf" / "enhancement"
+PRESETS = Path(__file__).resolve().parents[2] / "conf" / "enhancement"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ def test_unknown_dataset_name(tmp_path: Path) -> None:
 
 def test_fetch_command_downloads_unpacks_and_indexes(server, tmp_path: Path) -> None:
     """`fbad data fetch fetal_planes_db url=…` as a user runs it, against the loopback server."""
-    from test_cli import fbad
+    from helpers import fbad
 
     url = _serve(server, _planes_zip())
     proc = fbad("data", "fetch", "fetal_planes_db", f"url={url}", cwd=tmp_path)

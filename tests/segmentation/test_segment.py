@@ -22,7 +22,7 @@ from fbad.segmentation.registry import get_segmenter, segment
 from fbad.segmentation.result import SegmentationResult
 from fbad.segmentation.truth import fill_outline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HC18 = Path("/work/shared/data/hc18")
 
 

@@ -6,7 +6,7 @@ import json
 
 import mlflow
 import pytest
-from test_cli import fbad
+from helpers import fbad
 
 
 def _metrics(tmp_path, experiment):

@@ -16,8 +16,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import fbad
 from mlflow.tracking import MlflowClient
-from test_cli import fbad
 
 from fbad.inference.bundle import load_bundle
 from fbad.inference.inputs import read_inputs
