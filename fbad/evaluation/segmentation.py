@@ -10,34 +10,13 @@ import numpy as np
 import pandas as pd
 
 from fbad.data.imageio import read_gray
-from fbad.data.records import HeadEllipse, Record
+from fbad.data.records import Record
 from fbad.engine.parallel import safe_map
-from fbad.errors import BadImageError
 from fbad.segmentation.metrics import segmentation_metrics
 from fbad.segmentation.registry import get_segmenter
-from fbad.segmentation.truth import fill_outline
+from fbad.segmentation.truth import has_truth, true_head_mask
 
 SUMMARY_METRICS = ("dice", "iou", "hd_mm", "hd_px", "hc_abs_err_mm")
-
-
-def has_truth(r: Record) -> bool:
-    return r.head_mask_path is not None or r.ellipse is not None
-
-
-def true_head_mask(r: Record, shape: tuple[int, int]) -> np.ndarray:
-    """The filled head region: an HC18 outline flood-filled, or the phantom's ellipse drawn filled."""
-    if r.head_mask_path is not None:
-        mask = fill_outline(read_gray(r.head_mask_path) > 127)
-        if mask.shape != shape:
-            raise BadImageError(r.head_mask_path, f"annotation size {mask.shape[::-1]} differs from the image")
-        return mask
-    return ellipse_mask(r.ellipse, shape)
-
-
-def ellipse_mask(e: HeadEllipse, shape: tuple[int, int]) -> np.ndarray:
-    m = np.zeros(shape, np.uint8)
-    cv2.ellipse(m, ((e.cx, e.cy), (2 * e.a, 2 * e.b), e.angle_deg), 1, -1)
-    return m.astype(bool)
 
 
 class SegEval:
