@@ -18,7 +18,7 @@ from sklearn.metrics import precision_recall_curve
 
 from fbad.anomaly.scoring import DIRECTIONS, Direction
 
-STRATEGIES = ("percentile", "mean_std", "max_f1", "fixed")
+STRATEGIES = ("percentile", "mean_std", "max_f1", "fpr", "fixed")
 DEFAULT_MIN_COUNT = 20
 
 
@@ -64,6 +64,10 @@ def calibrate_threshold(
     mean_std:   mean + k * std of normal scores (k default 3; mean - k * std for 'below').
     max_f1:     the threshold maximising F1 over normal + abnormal scores, placed halfway between the
                 two scores it separates; without abnormal scores it falls back to percentile (q).
+    fpr:        the threshold flagging at most `target` (default 0.05) of the normal scores, as close to it as
+                ties and the k/n steps allow; abnormal scores are ignored (a false-positive rate is a property
+                of normals only). `params` gets the achieved rate `fpr`, `n`, `flagged` and `fpr_ci95`, the
+                exact (Clopper-Pearson) 95 % interval of the true rate, so a small validation set shows.
     fixed:      value, as given.
     """
     if direction not in DIRECTIONS:
@@ -82,6 +86,11 @@ def calibrate_threshold(
     if normal.size == 0:
         raise ValueError("cannot calibrate a threshold: no finite normal scores")
     _check_calibration_set(normal, min_count, notes)
+
+    if strategy == "fpr":
+        _reject_unknown(strategy, params, {"target"})
+        value, stats = _fpr_threshold(normal, float(params.get("target", 0.05)), notes)
+        return ThresholdResult(sign * value, "fpr", notes, direction, stats)
 
     if strategy == "max_f1":
         _reject_unknown(strategy, params, {"q"})
@@ -136,6 +145,30 @@ def _max_f1(normal: np.ndarray, abnormal: np.ndarray) -> float:
     if lower.size:
         return float((best + lower.max()) / 2)
     return float(best - max(1e-12, abs(best) * 1e-9))
+
+
+def _fpr_threshold(normal: np.ndarray, target: float, notes: list[str]) -> tuple[float, dict[str, Any]]:
+    """Largest k <= floor(target * n) that some threshold flags exactly (ties move together), the threshold
+    halfway between the highest unflagged score and the lowest flagged one, and the achieved rate k/n with
+    its exact binomial 95 % interval."""
+    from scipy.stats import binomtest
+
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"fpr target must lie in (0, 1), got {target}")
+    n = normal.size
+    k_max = int(np.floor(n * target + 1e-9))  # 0.29 * 100 is 28.999999999999996
+    if k_max == 0:
+        _warn(notes, f"fpr target {target:g} is not achievable with {n} normal scores (the smallest non-zero "
+                     f"rate is 1/{n} = {1 / n:.3g}): nothing on validation is flagged")
+    s = np.sort(normal)
+    values = np.unique(s)
+    above = n - np.searchsorted(s, values, side="right")  # scores flagged by a threshold at each value
+    i = int(np.argmax(above <= k_max))  # the lowest such threshold flags the most
+    value = float((values[i] + values[i + 1]) / 2) if i + 1 < values.size else float(values[i])
+    k = int((normal > value).sum())  # counted again: a midpoint of adjacent floats may round onto a score
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return value, {"target": target, "fpr": k / n, "n": int(n), "flagged": k,
+                   "fpr_ci95": [float(ci.low), float(ci.high)]}
 
 
 def _check_calibration_set(normal: np.ndarray, min_count: int, notes: list[str]) -> None:

@@ -52,7 +52,7 @@ def read_fetal_planes_db(
         raise DatasetError(f"{root}: dataset root not found (fetch it with `fbad data fetch fetal_planes_db`)")
     df = load_index(root / index)
     wanted = {Plane.parse(p) for p in planes}
-    df["plane"] = [_plane_of(p, b) for p, b in zip(df["Plane"], df["Brain_plane"], strict=True)]
+    df["plane"] = [plane_of(p, b) for p, b in zip(df["Plane"], df["Brain_plane"], strict=True)]
     df = df[df["plane"].isin(wanted)]
     bad_split = ~df["Train"].isin(["0", "1"])
     skipped = SkipLog()
@@ -82,7 +82,9 @@ def read_fetal_planes_db(
     return ReadResult(records=records, skipped=skipped)
 
 
-def _plane_of(plane: str, brain_plane: str) -> Plane:
+def plane_of(plane: str, brain_plane: str) -> Plane:
+    """The fbad plane of an index row: its `Brain_plane` for brain images ('Other' and unknown spellings ->
+    OTHER), NOT_BRAIN for the rest; shared with readers that join this index."""
     if plane != "Fetal brain":
         return Plane.NOT_BRAIN
     try:

@@ -7,21 +7,28 @@ validation split by patient) and remembered in `extra["source_split"]`.
 
 The set has no patient ids. Roboflow renames every file `<original>_<ext>.rf.<hash>.jpg` and its
 author uploaded pre-augmented copies (`..._aug_3_png_jpg.rf...`), so the id used for grouping is the
-original name with those decorations removed: all copies of one source image share it.
+original name with those decorations removed: all copies of one source image share it. Its `normal`
+frames are FETAL_PLANES_DB brain images (`PatientNNNNN_PlaneK_i_of_n`): those are grouped by that patient
+(`fpdbNNNNN`, as the FETAL_PLANES_DB reader names it), so one patient's frames stay on one side of fbad's split, and with `fpdb_index` (the
+FETAL_PLANES_DB_data.csv) they also get their plane and scanner from the index.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from fbad.data.imageio import SkipLog
 from fbad.data.readers import ReadResult
+from fbad.data.readers.fetal_planes_db import load_index, plane_of
 from fbad.data.readers.folder import check_root, ignore_options, stat_problem
 from fbad.data.records import Label, Plane, Record, Split
 from fbad.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = (
     "anold-chiari-malformation",
@@ -56,6 +63,7 @@ _SPLITS: dict[str, tuple[Split, str]] = {
 _RF_SUFFIX = re.compile(r"\.rf\.[0-9a-zA-Z]+$")
 _EXT_TAIL = re.compile(r"(?:_(?:jpe?g|png|bmp|tiff?))+$", re.IGNORECASE)
 _AUG_TAIL = re.compile(r"_aug_\d+$", re.IGNORECASE)
+_FPDB_NAME = re.compile(r"^Patient(\d+)_")  # FETAL_PLANES_DB names: PatientNNNNN_PlaneK_i_of_n
 
 
 def source_image_id(stem: str) -> str:
@@ -65,8 +73,21 @@ def source_image_id(stem: str) -> str:
     return _AUG_TAIL.sub("", name) or stem
 
 
-def read_roboflow_abnormalities(root: str | Path, export: str = "auto", **opts: Any) -> ReadResult:
-    """Read either Roboflow export; `export` is 'auto', 'multiclass' or 'folder'."""
+def patient_of(source_id: str) -> str:
+    """'Patient00710_Plane3_1_of_6' -> 'fpdb710' (a FETAL_PLANES_DB patient); any other source id is its own
+    patient: the set has no patient ids, so its copies are the only group known."""
+    m = _FPDB_NAME.match(source_id)
+    return f"fpdb{int(m.group(1))}" if m else source_id
+
+
+def read_roboflow_abnormalities(
+    root: str | Path, export: str = "auto", fpdb_index: str | Path | None = None, **opts: Any
+) -> ReadResult:
+    """Read either Roboflow export; `export` is 'auto', 'multiclass' or 'folder'.
+
+    `fpdb_index` (path to FETAL_PLANES_DB_data.csv, None = off) gives the `normal` frames found in it their
+    plane, patient `fpdb<Patient_num>` and `extra` fpdb_image / us_machine; abnormal frames stay UNKNOWN.
+    """
     ignore_options("read_roboflow_abnormalities", opts)
     if export not in ("auto", "multiclass", "folder"):
         raise DatasetError(f"unknown roboflow export {export!r}; expected 'auto', 'multiclass' or 'folder'")
@@ -87,7 +108,32 @@ def read_roboflow_abnormalities(root: str | Path, export: str = "auto", **opts: 
     if not records:
         detail = f"; all {len(skipped)} entries skipped, first: {skipped.rows[0]}" if skipped else ""
         raise DatasetError(f"no usable images in roboflow export {base}{detail}")
+    if fpdb_index is not None:
+        _join_fpdb(records, Path(fpdb_index).expanduser())
     return ReadResult(records=records, skipped=skipped)
+
+
+def _join_fpdb(records: list[Record], index_path: Path) -> None:
+    """Plane, patient and scanner of the normal frames from the FETAL_PLANES_DB index; logs the join counts."""
+    df = load_index(index_path)
+    rows = dict(zip(df["Image_name"], zip(df["Patient_num"], df["Plane"], df["Brain_plane"], df["US_Machine"],
+                                          strict=True), strict=True))
+    normal = [r for r in records if r.label is Label.NORMAL]
+    missing: list[str] = []
+    for r in normal:
+        name = source_image_id(r.path.stem)
+        if name not in rows:
+            missing.append(r.path.name)
+            continue
+        patient, plane, brain_plane, machine = rows[name]
+        r.patient_id, r.plane = f"fpdb{int(patient) if patient.isdigit() else patient}", plane_of(plane, brain_plane)
+        r.extra.update(fpdb_image=name, us_machine=machine)
+    joined = len(normal) - len(missing)
+    if missing:
+        log.warning("roboflow: %d of %d normal frames joined to %s; %d not in it (plane unknown), e.g. %s",
+                    joined, len(normal), index_path, len(missing), missing[:3])
+    else:
+        log.info("roboflow: all %d normal frames joined to %s", len(normal), index_path)
 
 
 def _export_root(root: Path) -> Path:
@@ -112,7 +158,7 @@ def _record(path: Path, classes: list[str], split: Split, source: str) -> Record
     abnormal = [c for c in classes if c.lower() != NORMAL_CLASS]
     return Record(
         path=path,
-        patient_id=source_image_id(path.stem),
+        patient_id=patient_of(source_image_id(path.stem)),
         plane=Plane.UNKNOWN,
         label=Label.ABNORMAL if abnormal else Label.NORMAL,
         anomaly_type="+".join(abnormal) if abnormal else None,
