@@ -14,7 +14,7 @@ from pathlib import Path
 import fbad
 
 # lowest first; a module may import its own package and the packages before it
-LAYERS = ["errors", "tracking", "data", "config", "engine", "preprocess", "segmentation", "models", "planes",
+LAYERS = ["errors", "tracking", "data", "config", "engine", "preprocess", "segmentation", "lesions", "models", "planes",
           "anomaly", "evaluation", "training", "inference", "sweep", "commands", "entry"]
 PACKAGE = Path(fbad.__file__).resolve().parent
 
@@ -35,7 +35,9 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+                # `from pkg import submodule` imports the submodule; `from pkg import name`, the package
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                           for a in node.names]
             else:
                 continue
             for t in targets:
