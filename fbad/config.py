@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fbad.data.phantom.config import FORMAT_VERSION, PhantomConfig
+
 
 def conf_dir() -> Path:
     """`conf/` beside the package in a checkout, or the copy shipped inside the package."""
@@ -29,7 +31,6 @@ def phantom_dir(*, _parent_: DictConfig) -> str:
     import hashlib
     import json
 
-    from fbad.data.phantom.config import FORMAT_VERSION, PhantomConfig
 
     size, n, seed = (_parent_[k] for k in PHANTOM_NAME_KEYS)
     settings = {k: _parent_[k] for k in _parent_ if k not in (*PHANTOM_NAME_KEYS, *NOT_PHANTOM_SETTINGS)}

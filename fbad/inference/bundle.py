@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fbad.anomaly.model_file import load_plane_model
 from fbad.anomaly.module import AutoencoderModule
+from fbad.segmentation.learned.weights import weights_digest
 from fbad.tracking.artifacts import find_file, is_uri, local_path
 
 BUNDLE_FILE = "bundle.json"
@@ -108,7 +110,6 @@ def _read_manifest(manifest: Path, source: str) -> Bundle:
 
 
 def _assemble(files: dict[str, Path], source: str, classifier: Path | None, meta: dict[str, Any]) -> Bundle:
-    from fbad.anomaly.model_file import load_plane_model
 
     planes: dict[str, PlaneModel] = {}
     preprocess: dict[str, Any] | None = None
@@ -139,7 +140,6 @@ def check_segmenter(bundle: Bundle) -> None:
     seg = bundle.preprocess.get("segmentation") or {}
     if seg.get("name") != "learned" or bundle.segmenter_sha256 is None:
         return
-    from fbad.segmentation.learned.weights import weights_digest
 
     try:
         now = weights_digest(seg["weights"], seg.get("tracking_uri"))

@@ -24,6 +24,8 @@ from fbad.data.records import BRAIN_PLANES, Plane, Record
 from fbad.engine.parallel import safe_map
 from fbad.inference.backends import BACKENDS, OnnxReconstructor, Reconstructor, TorchReconstructor, export_onnx
 from fbad.inference.bundle import Bundle
+from fbad.planes import PlaneClassifier
+from fbad.planes.inputs import usable_frame
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,6 @@ def route_planes(bundle: Bundle, records: Sequence[Record], workers: int | None 
 
 def _classify(bundle: Bundle, records: Sequence[Record], idx: list[int],
               routes: list[tuple[str | None, str, float, str]], workers: int | None, progress: bool) -> None:
-    from fbad.planes import PlaneClassifier
 
     classifier = PlaneClassifier.load(bundle.classifier_path)
     # reading and fan-cropping run on all cores; the network sees small frames in one batch
@@ -119,7 +120,6 @@ class _PlaneInput:
         self.size, self.crop = size, crop
 
     def __call__(self, record: Record) -> dict[str, np.ndarray | None]:
-        from fbad.planes.inputs import usable_frame
 
         return {"frame": usable_frame(read_gray(record.path), self.size, self.crop)}
 

@@ -14,7 +14,12 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from fbad.errors import UserError
-from fbad.inference.bundle import PLANE_MODEL_FILE, ModelSourceError
+from fbad.inference import pyfunc
+from fbad.inference.backends import export_onnx
+from fbad.inference.bundle import PLANE_MODEL_FILE, ModelSourceError, load_bundle, write_bundle
+from fbad.tracking.artifacts import find_file
+from fbad.tracking.compare import default_mode
+from fbad.tracking.mlflow_utils import command_run
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,6 @@ def best_run(client: MlflowClient, experiment: str, metric: str, mode: str | Non
     """The finished training run (not a per-plane child) with the best value of `metric` (`mode` None: by the
     metric's kind, see `default_mode`). Runs on `segmentation=ground_truth` are passed over: that oracle needs
     annotations no served image has."""
-    from fbad.tracking.compare import default_mode
 
     mode = mode or default_mode(metric)
     if mode not in ("max", "min"):
@@ -146,12 +150,6 @@ def publish(experiment: str, metric: str, mode: str | None, name: str, alias: st
     Nothing changes when the alias already serves that run packaged the same way (classifier, ONNX). The run is
     chosen on a validation metric: choosing on `test_*` would bias the test figures its model card reports.
     """
-    from fbad.inference import pyfunc
-    from fbad.inference.backends import export_onnx
-    from fbad.inference.bundle import load_bundle, write_bundle
-    from fbad.tracking.artifacts import find_file
-    from fbad.tracking.compare import default_mode
-    from fbad.tracking.mlflow_utils import command_run
 
     if metric.startswith("test_") and not allow_test:
         raise PublishError(f"metric={metric} chooses the model on its test split, and the model card would then "

@@ -17,6 +17,7 @@ import torch
 
 from fbad.data.imageio import SkipLog, read_gray
 from fbad.data.records import BRAIN_PLANES, Plane, Record
+from fbad.engine.parallel import safe_map
 from fbad.planes.classifier import UNSUPPORTED
 from fbad.planes.inputs import prepare_frame
 
@@ -71,7 +72,6 @@ def prepared_frames(records: Sequence[Record], size: int, crop: str, cache_dir: 
         rows = cached.row_of[cached.row_of >= 0]
         frames = np.asarray(cached.arrays["frame"])[rows] if len(rows) else np.zeros((0, size, size), np.uint8)
         return frames, kept, skipped
-    from fbad.engine.parallel import safe_map
 
     results = safe_map(fn, list(records), workers=workers, progress=progress, desc="prepare")
     frames, kept = [], []

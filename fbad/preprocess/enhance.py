@@ -21,6 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fbad.preprocess import srad as _srad
+
 Image = np.ndarray
 Operator = Callable[..., Image]
 
@@ -96,7 +98,6 @@ def nlm(img: Image, h: float = 10.0, template: int = 7, search: int = 21) -> Ima
 def srad(img: Image, iterations: int = 50, dt: float = 0.5, decay: float = 1.0 / 6.0,
          q0: float | None = None) -> Image:
     """Speckle reducing anisotropic diffusion (Yu & Acton 2002); see fbad.preprocess.srad."""
-    from fbad.preprocess import srad as _srad  # torch: imported by the chains that use it, not by every worker
 
     return _unit(_srad.srad(_f32(img), iterations=int(iterations), dt=float(dt), decay=float(decay),
                             q0=None if q0 is None else float(q0)))

@@ -10,9 +10,11 @@ from typing import Any
 
 import optuna
 
+from fbad.config import compose
 from fbad.sweep import SweepError, tracking
 from fbad.sweep.pruning import EPOCH_METRIC, OptunaReporter
 from fbad.sweep.space import Param, SpaceError, suggest
+from fbad.training.anomaly import run_training
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ class Objective:
     study_name: str
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        from fbad.config import compose
-        from fbad.training.anomaly import run_training
 
         run_id = tracking.create_trial_run(self.experiment_id, self.parent_run_id, self.study_name, trial)
         try:

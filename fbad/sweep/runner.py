@@ -19,6 +19,7 @@ from fbad.sweep import SweepError, tracking
 from fbad.sweep.objective import Objective, as_list, check_metrics, check_threshold_objective, epoch_metric
 from fbad.sweep.space import label, override, parse_space
 from fbad.sweep.storage import create_or_load, open_storage, redact
+from fbad.tracking.mlflow_utils import flat_params, setup_experiment
 
 log = logging.getLogger(__name__)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
@@ -81,7 +82,6 @@ def run_sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _parent_run(cfg: DictConfig, study: optuna.Study, created: bool, metrics: list[str],
                 directions: list[str]) -> tuple[str, str]:
     """(parent run id, MLflow experiment id): made by the study's creator, found by every other worker."""
-    from fbad.tracking.mlflow_utils import flat_params, setup_experiment
 
     uri, artifacts = cfg.paths.mlflow_uri, cfg.paths.mlflow_artifacts
     parent = study.user_attrs.get(tracking.PARENT_ATTR)

@@ -33,6 +33,7 @@ from fbad.models import split_model_config
 from fbad.tracking import plots
 from fbad.tracking.mlflow_utils import EpochMetricsLogger, setup_experiment, start_command_run
 from fbad.training.fit import build_trainer, early_stopping
+from fbad.training.summary import print_summary
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -111,7 +112,6 @@ def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: list[pl.Callback]
     mlflow.end_run("FINISHED")
     state["finished"] = True
     _save_state(run_dir, state)
-    from fbad.training.summary import print_summary
 
     print_summary(results, prepared, parent, cfg)
     return summary

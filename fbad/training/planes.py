@@ -18,8 +18,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fbad.config import plain_config
+from fbad.data.imageio import SkipLog
+from fbad.data.phantom import PhantomConfig
+from fbad.data.phantom.negatives import ensure_negatives
+from fbad.data.readers import read_dataset
+from fbad.data.records import BRAIN_PLANES
+from fbad.engine.augment import build_augment
 from fbad.engine.threads import torch_threads
-from fbad.tracking.mlflow_utils import EpochMetricsLogger, register_model
+from fbad.errors import DatasetError
+from fbad.evaluation.report import print_metrics
+from fbad.tracking import plots
+from fbad.tracking.artifacts import save_weights_file
+from fbad.tracking.mlflow_utils import EpochMetricsLogger, command_run, register_model, setup_experiment
 from fbad.training.fit import fit_keep
 
 log = logging.getLogger("fbad.commands.train_planes")
@@ -33,8 +43,6 @@ def negatives_root(data_dir: str | Path, size: int, n: int, seed: int, noise: fl
 
 def phantom_negatives(cfg: DictConfig, dataset: dict[str, Any]) -> tuple[list, Any]:
     """Records of synthetic `unsupported` frames matching the phantom dataset (written on first use)."""
-    from fbad.data.phantom import PhantomConfig
-    from fbad.data.phantom.negatives import ensure_negatives
     from fbad.data.readers.fetal_planes_db import read_fetal_planes_db
 
     n = cfg.unsupported.phantom_negatives
@@ -55,9 +63,6 @@ def phantom_negatives(cfg: DictConfig, dataset: dict[str, Any]) -> tuple[list, A
 
 def gather_records(cfg: DictConfig) -> tuple[list, Any, dict[str, int]]:
     """(records with a known class, skip log, counts of what was left out and why)."""
-    from fbad.data.imageio import SkipLog
-    from fbad.data.readers import read_dataset
-    from fbad.errors import DatasetError
     from fbad.planes.classifier import UNSUPPORTED
     from fbad.planes.data import class_of
 
@@ -100,7 +105,6 @@ def evaluate(truth: list[str], answers: list[tuple[str, float]], classes: list[s
     import numpy as np
     from sklearn.metrics import confusion_matrix, f1_score
 
-    from fbad.data.records import BRAIN_PLANES
     from fbad.planes.classifier import UNSUPPORTED
 
     pred = [a for a, _ in answers]
@@ -134,16 +138,10 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import torch
 
     from fbad.data.splits import split_records
-    from fbad.engine.augment import build_augment
-    from fbad.errors import DatasetError
-    from fbad.evaluation.report import print_metrics
     from fbad.planes.classifier import WEIGHTS_NAME, PlaneClassifier, make_weights
     from fbad.planes.data import PlaneDataset, balanced_weights, class_names, class_of, prepared_frames
     from fbad.planes.inputs import to_tensor
     from fbad.planes.module import PlaneModule
-    from fbad.tracking import plots
-    from fbad.tracking.artifacts import save_weights_file
-    from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

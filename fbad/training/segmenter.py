@@ -17,8 +17,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fbad.config import plain_config
+from fbad.data.imageio import SkipLog, read_gray
+from fbad.data.readers import read_dataset
+from fbad.engine.augment import build_augment
 from fbad.engine.threads import torch_threads
-from fbad.tracking.mlflow_utils import EpochMetricsLogger, register_model
+from fbad.errors import BadImageError, DatasetError
+from fbad.evaluation.report import print_metrics
+from fbad.segmentation.learned.module import SegModule
+from fbad.segmentation.learned.weights import WEIGHTS_NAME, load_weights, make_weights, save_weights
+from fbad.tracking.mlflow_utils import EpochMetricsLogger, command_run, register_model, setup_experiment
 from fbad.training.fit import fit_keep
 
 log = logging.getLogger("fbad.commands.train_seg")
@@ -26,10 +33,7 @@ log = logging.getLogger("fbad.commands.train_seg")
 
 def gather_records(cfg: DictConfig) -> tuple[dict[str, list], list, Any]:
     """({train, val, test} records over all split datasets, extra training records, skip log)."""
-    from fbad.data.imageio import SkipLog
-    from fbad.data.readers import read_dataset
     from fbad.data.splits import split_by_patient
-    from fbad.errors import DatasetError
     from fbad.segmentation.truth import has_truth
 
     skipped = SkipLog()
@@ -57,8 +61,6 @@ def evaluate_held_out(seg: Any, records: list) -> tuple[Any, list[tuple[str, str
     """Per-image metrics of the segmenter on full-resolution images (as `fbad eval-seg` measures them)."""
     import pandas as pd
 
-    from fbad.data.imageio import read_gray
-    from fbad.errors import BadImageError
     from fbad.segmentation.metrics import dice, segmentation_metrics
     from fbad.segmentation.truth import true_head_mask
 
@@ -95,15 +97,9 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import pytorch_lightning as pl
     import torch
 
-    from fbad.engine.augment import build_augment
-    from fbad.errors import DatasetError
-    from fbad.evaluation.report import print_metrics
     from fbad.evaluation.segmentation import summarise
     from fbad.segmentation.learned.data import SegDataset, load_arrays
-    from fbad.segmentation.learned.module import SegModule
     from fbad.segmentation.learned.segmenter import LearnedSegmenter, calibrate_borders
-    from fbad.segmentation.learned.weights import WEIGHTS_NAME, load_weights, make_weights, save_weights
-    from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from fbad.data.phantom import PhantomConfig, write_phantom
+from fbad.data.phantom.config import FORMAT_VERSION
+from fbad.data.phantom.writer import write_once
 from fbad.data.readers import ReadResult
 from fbad.data.readers.fetal_planes_db import INDEX_NAME, read_fetal_planes_db
 from fbad.data.records import HeadEllipse, Label
@@ -66,8 +69,6 @@ def ensure_phantom(
     root: Path, n_per_plane: int, size: int, seed: int, workers: int | None = None, **options
 ) -> Path:
     """Write the phantom atomically: into a temporary sibling, renamed when complete."""
-    from fbad.data.phantom import PhantomConfig, write_phantom
-    from fbad.data.phantom.writer import write_once
 
     if (Path(root) / INDEX_NAME).is_file():
         return Path(root)
@@ -83,7 +84,6 @@ def _check_settings(root: Path, asked: dict) -> None:
     only with a folder given by hand), but the run's dataset params describe the request, not these images."""
     import json
 
-    from fbad.data.phantom.config import FORMAT_VERSION
 
     meta_path = root / "phantom.json"
     if not meta_path.is_file():
