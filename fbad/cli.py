@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-enhance": ("fbad.commands.eval_enhance", "measure enhancement against the phantom's noise-free images"),
     "sweep": ("fbad.commands.sweep", "Optuna study over training configs (sqlite or PostgreSQL, many workers)"),
     "compare": ("fbad.commands.compare", "table (and CSV) of an experiment's best runs by a metric"),
+    "benchmark": ("fbad.commands.benchmark", "every detection method on every suite of real and synthetic frames"),
 }
 
 

@@ -15,7 +15,7 @@ import fbad
 
 # lowest first; a module may import its own package and the packages before it
 LAYERS = ["errors", "tracking", "data", "config", "engine", "preprocess", "segmentation", "lesions", "models", "planes",
-          "anomaly", "evaluation", "training", "inference", "sweep", "commands", "entry"]
+          "anomaly", "evaluation", "training", "inference", "sweep", "benchmark", "commands", "entry"]
 PACKAGE = Path(fbad.__file__).resolve().parent
 
 

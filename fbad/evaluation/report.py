@@ -30,7 +30,7 @@ def print_table(df: Any, title: str) -> None:
         table.add_column(str(col), justify="right" if is_numeric_dtype(df[col]) else "left")
     for row in df.itertuples(index=False):
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 200)  # a log file has room: never cut columns
     console.print(title, style="bold", soft_wrap=True)
     console.print(table)
 

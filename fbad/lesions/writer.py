@@ -91,14 +91,15 @@ def write_lesion_dataset(items: Iterable[Record | tuple[Record, HeadRegion]], ou
                          contrast_db: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
                          seed: int = 0, imaging: Imaging | None = None,
                          apex: tuple[float, float] | str | None = "auto", max_tries: int = 6,
-                         overwrite: bool = False) -> Path:
+                         overwrite: bool = False, lesion_splits: Sequence[str] | None = None) -> Path:
     """Write the benchmark under `out_dir` (layout in the module docstring); returns its resolved path.
 
     items: normal records, each optionally with its head region (a boolean mask, a HeadEllipse or both as
     a tuple; without one the record's `head_mask_path` or `ellipse` is used). fraction_abnormal: share of
     the sources that get `n_per_image` lesioned copies each. kinds / size / contrast_db: as in
     `synth.sample_specs`. A lesion that does not fit is redrawn (another kind, size and site) up to
-    `max_tries` times, then the copy is listed in skipped.csv.
+    `max_tries` times, then the copy is listed in skipped.csv. lesion_splits: only sources of these official
+    splits (e.g. `["test"]`) get lesions, the others are written as normal frames only (training material).
     """
     if not 0.0 <= fraction_abnormal <= 1.0:
         raise ValueError(f"fraction_abnormal must be in [0, 1], got {fraction_abnormal}")
@@ -115,8 +116,10 @@ def write_lesion_dataset(items: Iterable[Record | tuple[Record, HeadRegion]], ou
     # the plan, drawn up front: which sources get lesions, and one generator per source
     plan_seq, *source_seqs = np.random.SeedSequence(seed).spawn(len(pairs) + 1)
     plan_rng = np.random.default_rng(plan_seq)
-    n_abn = int(round(fraction_abnormal * len(pairs)))
-    abnormal = set(int(i) for i in plan_rng.permutation(len(pairs))[:n_abn])
+    eligible = np.array([i for i, (r, _) in enumerate(pairs)
+                         if lesion_splits is None or r.split.value in lesion_splits], dtype=np.int64)
+    n_abn = int(round(fraction_abnormal * len(eligible)))
+    abnormal = set(int(i) for i in eligible[plan_rng.permutation(len(eligible))[:n_abn]])
     ids = _unique_ids([r for r, _ in pairs])
 
     tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
@@ -179,6 +182,7 @@ def write_lesion_dataset(items: Iterable[Record | tuple[Record, HeadRegion]], ou
                   "kinds": {k: sum(m["kind"] == k for m in lesion_meta) for k in kinds}}
         meta = {"format_version": FORMAT_VERSION, "generator": "fbad.lesions", "seed": seed,
                 "fraction_abnormal": fraction_abnormal, "n_per_image": n_per_image, "kinds": list(kinds),
+                "lesion_splits": None if lesion_splits is None else list(lesion_splits),
                 "size": _jsonable(size), "contrast_db": _jsonable(contrast_db), "apex": _jsonable(apex),
                 "imaging": {k: getattr(imaging, k) for k in imaging.__dataclass_fields__}, "counts": counts}
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")

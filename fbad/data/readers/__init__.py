@@ -28,6 +28,7 @@ _READERS: dict[str, str] = {
     "hc18": "fbad.data.readers.hc18:read_hc18",
     "roboflow_abnormalities": "fbad.data.readers.roboflow:read_roboflow_abnormalities",
     "folder": "fbad.data.readers.folder:read_folder",
+    "lesions": "fbad.data.readers.lesions:read_lesions",
 }
 
 
