@@ -53,6 +53,10 @@ def read_hc18(root: str | Path, image_dir: str = "images", pixel_csv: str | None
             skipped.add(path, "not an HC18 image name (NNN_HC.png, NNN_2HC.png, ...)")
     if not images:
         raise DatasetError(f"{img_dir}: no NNN_HC.png images found")
+    split = Split.TRAIN if csv_path is None or "training" in csv_path.name else Split.TEST
+    # the challenge numbers its training and test subjects from 000 each: 000_HC.png of the test set is
+    # another fetus than 000_HC.png of the training set, so the set is part of the patient id
+    prefix = "hc18_" if split == Split.TRAIN else "hc18test_"
     records = []
     for path in images:
         ann = path.with_name(path.stem + "_Annotation.png")
@@ -60,10 +64,10 @@ def read_hc18(root: str | Path, image_dir: str = "images", pixel_csv: str | None
         records.append(
             Record(
                 path=path,
-                patient_id=f"hc18_{path.stem.split('_')[0]}",  # a subject's images stay in one split
+                patient_id=f"{prefix}{path.stem.split('_')[0]}",  # a subject's images stay in one split
                 plane=Plane.TRANS_THALAMIC,
                 label=Label.NORMAL,
-                split=Split.TRAIN if csv_path is None or "training" in csv_path.name else Split.TEST,
+                split=split,
                 head_mask_path=ann if ann.is_file() else None,
                 pixel_size_mm=px,
                 extra={"hc_mm": hc} if hc is not None else {},
