@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -77,9 +78,10 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
 
 
-def plain_config(cfg: DictConfig) -> dict:
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The config as builtins, resolved, without Hydra's own node (what a run logs and a model file keeps)."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    keys = cast(list[str], [k for k in cfg if k != "hydra"])  # a DictConfig's keys are str
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True))
 
 
 def alias_overrides(argv: Sequence[str], aliases: dict[str, str]) -> list[str]:

@@ -20,6 +20,9 @@ from fbad.models.losses import masked_mean, reconstruction_loss
 class AutoencoderModule(pl.LightningModule):
     """Reconstruction training on normal images; `val_mse` is measured on normal validation images only."""
 
+    threshold: torch.Tensor  # buffers
+    threshold_below: torch.Tensor
+
     def __init__(self, model: Mapping[str, Any], score: Mapping[str, Any] | None = None, plane: str = "all"):
         super().__init__()
         self.save_hyperparameters()

@@ -7,7 +7,7 @@ read -> grayscale -> enhance -> segment (head ellipse, brain mask) -> align -> r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from fbad.errors import BadImageError
 from fbad.segmentation.truth import read_mask
 
 PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes (edits to CODE_FILES change the key anyway)
-CODE_FILES = ("preprocess/*.py", "segmentation/**/*.py", "anomaly/preprocessor.py", "anomaly/align.py", "data/imageio.py")  # what makes a cached array
+CODE_FILES = ("preprocess/*.py", "segmentation/**/*.py", "anomaly/preprocessor.py", "anomaly/align.py",
+              "data/imageio.py")  # what makes a cached array
 
 
 class SegmentationFailed(BadImageError):
@@ -107,4 +108,4 @@ def _identity(img: np.ndarray) -> np.ndarray:
 def _plain(cfg: Mapping[str, Any]) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)) if OmegaConf.is_config(cfg) else dict(cfg)

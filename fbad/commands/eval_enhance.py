@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +30,7 @@ def main(cfg: DictConfig) -> float:
     if not records:
         raise DatasetError(f"dataset {cfg.dataset.name}: no noise-free reference images (use dataset=phantom)")
     records = records[: cfg.limit] if cfg.limit else records
-    ops = OmegaConf.to_container(cfg.enhancement.ops, resolve=True)
+    ops = cast(list[dict[str, Any]], OmegaConf.to_container(cfg.enhancement.ops, resolve=True))
     df, bad = evaluate_enhancement(records, ops, workers=cfg.workers, progress=cfg.progress)
     skipped = SkipLog(rows=read.skipped.rows + bad)
     summary = summarise(df)

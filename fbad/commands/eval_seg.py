@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -32,7 +33,7 @@ def main(cfg: DictConfig) -> float:
     records = [r for r in read.records if has_truth(r)]
     if not records:
         raise DatasetError(f"dataset {cfg.dataset.name}: no image has a head annotation to compare with")
-    seg_cfg = OmegaConf.to_container(cfg.segmentation, resolve=True)
+    seg_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.segmentation, resolve=True))
     from fbad.segmentation.registry import get_segmenter
 
     seen = get_segmenter(seg_cfg).trained_on  # a learned segmenter is never judged on its own training images

@@ -5,12 +5,20 @@ albumentations keeps its own RNG (global seeds do not reach it), so every pipeli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class Augment(Protocol):
+    """What fbad uses of an `A.Compose` (albumentations ships no type information)."""
+
+    def __call__(self, *args: Any, **data: Any) -> dict[str, Any]: ...
+
+    def set_random_seed(self, seed: int) -> None: ...
 
 
 def build_augment(steps: Sequence[Mapping[str, Any]] | None, seed: int | None = None,
-                  extra_masks: Sequence[str] = ()) -> Callable[..., dict[str, Any]] | None:
+                  extra_masks: Sequence[str] = ()) -> Augment | None:
     """Seeded `A.Compose` of the steps (None without steps); `mask` and each name in `extra_masks` follow
     the geometric transforms."""
     if not steps:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ class EnhanceEval:
 
     def __init__(self, ops: Sequence[Mapping[str, Any]]):
         self.ops = [dict(o) for o in ops]
-        self._chain = None
+        self._chain: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
         return {"ops": self.ops, "_chain": None}
@@ -35,7 +36,9 @@ class EnhanceEval:
             raise ValueError(f"{r.path}: no noise-free reference (eval-enhance needs dataset=phantom)")
         img = read_gray(r.path)
         clean = read_gray(r.clean_path).astype(np.float32) / 255.0
-        masks = {"brain": read_gray(r.brain_mask_path) > 127, "skull": read_gray(r.skull_mask_path) > 127}
+        # the phantom reader gives a record with a clean image its masks too
+        masks = {"brain": read_gray(cast(Path, r.brain_mask_path)) > 127,
+                 "skull": read_gray(cast(Path, r.skull_mask_path)) > 127}
         return enhancement_metrics(self.enhance(img), clean, masks)
 
 

@@ -13,7 +13,7 @@ from fbad.data.imageio import read_gray
 from fbad.data.records import Record
 from fbad.engine.parallel import safe_map
 from fbad.segmentation.metrics import segmentation_metrics
-from fbad.segmentation.registry import get_segmenter
+from fbad.segmentation.registry import Segmenter, get_segmenter
 from fbad.segmentation.truth import has_truth, true_head_mask
 
 SUMMARY_METRICS = ("dice", "iou", "hd_mm", "hd_px", "hc_abs_err_mm")
@@ -24,7 +24,7 @@ class SegEval:
 
     def __init__(self, seg_cfg: Mapping[str, Any]):
         self.seg_cfg = dict(seg_cfg)
-        self._seg = None
+        self._seg: Segmenter | None = None
 
     def __getstate__(self) -> dict:
         return {"seg_cfg": self.seg_cfg, "_seg": None}

@@ -171,7 +171,7 @@ def _download_training_run(run_id: str, tracking_uri: str | None, download_dir: 
         if not plane:
             continue
         try:
-            got = mlflow.artifacts.download_artifacts(
+            got: str | Path = mlflow.artifacts.download_artifacts(
                 run_id=child.info.run_id, artifact_path=f"model/{PLANE_MODEL_FILE}",
                 dst_path=str(dest / ".download" / plane), tracking_uri=tracking_uri)
         except (MlflowException, OSError) as exc:  # a missing plane would silently turn its images away

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,7 @@ def route_planes(bundle: Bundle, records: Sequence[Record], workers: int | None 
 def _classify(bundle: Bundle, records: Sequence[Record], idx: list[int],
               routes: list[tuple[str | None, str, float, str]], workers: int | None, progress: bool) -> None:
 
+    assert bundle.classifier_path is not None  # route_planes calls this only for a bundle with a classifier
     classifier = PlaneClassifier.load(bundle.classifier_path)
     # reading and fan-cropping run on all cores; the network sees small frames in one batch
     done = safe_map(_PlaneInput(classifier.input_size, classifier.crop), [records[i] for i in idx],
@@ -130,7 +132,7 @@ def predict_records(bundle: Bundle, records: Sequence[Record], backend: str = "t
     """Label every record; see the module docstring for what each row says."""
     recon = reconstructors(bundle, backend, onnx_dir, device)
     routes = route_planes(bundle, records, workers=workers, progress=progress)
-    rows = [{"path": str(r.path), "true_label": str(r.label), "plane": p, "plane_source": src,
+    rows: list[dict[str, Any]] = [{"path": str(r.path), "true_label": str(r.label), "plane": p, "plane_source": src,
              "plane_confidence": conf, "score": np.nan, "threshold": np.nan, "label": "unsupported_plane",
              "segmentation": "", "reason": why}
             for r, (p, src, conf, why) in zip(records, routes, strict=True)]

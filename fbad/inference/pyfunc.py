@@ -13,16 +13,17 @@ import base64
 import binascii
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel  # `mlflow.pyfunc` is a LazyLoader attribute to mypy, not the module
 
 from fbad.data.records import Plane, Record
 
 
-class FbadModel(mlflow.pyfunc.PythonModel):
+class FbadModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from fbad.inference.bundle import load_bundle
 
@@ -65,7 +66,8 @@ def _record(row: dict[str, Any], i: int, tmp: Path, bad_plane: dict[int, str]) -
         try:
             data = base64.b64decode(data, validate=True)
         except binascii.Error:
-            data = data.encode()  # not base64: the reader reports it as "not an image file"
+            # still the text (the decode raised); not base64: the reader reports it as "not an image file"
+            data = cast(str, data).encode()
     path = tmp / f"{i:06d}.img"
     path.write_bytes(bytes(data or b""))
     return Record(path=path, patient_id=str(i), plane=plane)

@@ -64,7 +64,7 @@ def to_log_envelope(image: np.ndarray, dynamic_range_db: float = DEFAULT_DYNAMIC
     return (g / 255.0 - 1.0) * (dynamic_range_db / NEPER_DB)
 
 
-def from_log_envelope(log_env: np.ndarray, dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB) -> np.ndarray:
+def from_log_envelope(log_env: np.ndarray | float, dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB) -> np.ndarray:
     """Log envelope (nepers) -> grey level as float, not clipped: the inverse of `to_log_envelope`."""
     return 255.0 * (1.0 + np.asarray(log_env, dtype=np.float64) * (NEPER_DB / dynamic_range_db))
 
@@ -249,7 +249,7 @@ class TextureModel:
         tau2 = max(window_var - k * k * w_s, 0.0) / max(w_g, 1e-9)
         return cls(kernel_cov=kern, k=k, tau=float(math.sqrt(tau2)), grain_cov=target)
 
-    def describe(self) -> dict[str, float]:
+    def describe(self) -> dict[str, float | list[float]]:
         """Numbers for a lesion's metadata: speckle exponent, texture amplitude (dB), the kernel."""
         return {"speckle_k": self.k, "texture_tau_db": self.tau * NEPER_DB,
                 "speckle_kernel_cov": [round(float(v), 3) for v in self.kernel_cov.ravel()]}
@@ -323,7 +323,7 @@ class MatchedTexture:
             z = math.sqrt(1.0 - self.coarse) * z + math.sqrt(self.coarse) * g
         return np.interp(ndtr(z), self.levels, self.quantiles)
 
-    def describe(self) -> dict[str, float]:
+    def describe(self) -> dict[str, float | list[float]]:
         """Numbers for a lesion's metadata: the texture's spread (dB), its coarse share, the kernel."""
         q = np.interp(np.linspace(0.001, 0.999, 999), self.levels, self.quantiles)
         return {"texture_std_db": float(np.std(q) * NEPER_DB), "texture_coarse_share": self.coarse,

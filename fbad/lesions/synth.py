@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -198,8 +198,8 @@ def sample_specs(n: int, rng: np.random.Generator, kinds: Sequence[str] = KINDS,
         if ranges is None:
             return default
         if isinstance(ranges, Mapping):
-            return tuple(ranges.get(kind, default))  # type: ignore[return-value]
-        return tuple(ranges)  # type: ignore[return-value]
+            return cast(tuple[float, float], tuple(ranges.get(kind, default)))
+        return cast(tuple[float, float], tuple(ranges))
 
     specs = []
     for _ in range(n):
@@ -333,7 +333,7 @@ def _harmonics(rng: np.random.Generator, irregularity: float, n: int = 5) -> tup
     return amp, phase
 
 
-def _outline_factor(theta: np.ndarray, amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
+def _outline_factor(theta: np.ndarray | float, amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
     orders = np.arange(2, amp.size + 2)
     return 1.0 + np.tensordot(np.cos(np.multiply.outer(theta, orders) + phase), amp, axes=([-1], [0]))
 
@@ -672,11 +672,11 @@ def _along_beam(values: np.ndarray, support: np.ndarray, crop: _Crop, apex: tupl
     def back(g: np.ndarray) -> np.ndarray:
         return cv2.remap(g.astype(np.float32), bx, by, cv2.INTER_LINEAR, borderValue=0).astype(np.float64)
 
-    def blur(g_pol: np.ndarray) -> np.ndarray:
+    def blur_polar(g_pol: np.ndarray) -> np.ndarray:
         g_pol = cv2.GaussianBlur(g_pol, (0, 0), sigmaX=max(lateral_sigma / (r_mid * dth), 0.3), sigmaY=1e-3)
         return back(g_pol)
 
-    return integ, beyond, blur
+    return integ, beyond, blur_polar
 
 
 def _distal_gain(fr: _Frame, crop: _Crop, w: np.ndarray, alpha: np.ndarray, size_px: float,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class PlaneClassifier:
         usable = [i for i, f in enumerate(frames) if f is not None]
         answers: list[tuple[str, float]] = [(UNSUPPORTED, 1.0)] * len(frames)
         if usable:
-            found = self.predict_tensor(to_tensor(np.stack([frames[i] for i in usable])))
+            found = self.predict_tensor(to_tensor(np.stack([cast(np.ndarray, frames[i]) for i in usable])))
             for i, a in zip(usable, found, strict=True):
                 answers[i] = a
         return answers

@@ -19,6 +19,8 @@ class PlaneModule(pl.LightningModule):
     images than brain ones, which would otherwise push every doubtful frame to `unsupported`.
     """
 
+    class_weights: torch.Tensor | None  # a buffer (None: unweighted)
+
     def __init__(self, n_classes: int, widths: Sequence[int] = (8, 16, 32, 64, 128), convs_per_block: int = 2,
                  dropout: float = 0.2, lr: float = 3e-3, weight_decay: float = 1e-4, schedule: str = "onecycle",
                  label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):

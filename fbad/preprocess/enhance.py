@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -54,7 +54,9 @@ def hist_eq(img: Image) -> Image:
 
 def clahe(img: Image, clip_limit: float = 2.0, tiles: int | Sequence[int] = 8) -> Image:
     """Contrast-limited adaptive histogram equalisation; tiles = grid size (n or [rows, cols])."""
-    grid = (int(tiles), int(tiles)) if np.isscalar(tiles) else tuple(int(t) for t in tiles)
+    # np.isscalar narrows to numpy's scalar types, not to the int of the union, and not at all when false
+    grid = ((int(cast(int, tiles)), int(cast(int, tiles))) if np.isscalar(tiles)
+            else tuple(int(t) for t in cast(Sequence[int], tiles)))
     if clip_limit <= 0 or len(grid) != 2 or min(grid) < 1:
         raise ValueError(f"clahe: need clip_limit > 0 and tiles >= 1 (got {clip_limit}, {tiles})")
     op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(grid[1], grid[0]))
@@ -99,8 +101,9 @@ def srad(img: Image, iterations: int = 50, dt: float = 0.5, decay: float = 1.0 /
          q0: float | None = None) -> Image:
     """Speckle reducing anisotropic diffusion (Yu & Acton 2002); see fbad.preprocess.srad."""
 
-    return _unit(_srad.srad(_f32(img), iterations=int(iterations), dt=float(dt), decay=float(decay),
-                            q0=None if q0 is None else float(q0)))
+    return _unit(cast(np.ndarray,  # numpy in, numpy out
+                      _srad.srad(_f32(img), iterations=int(iterations), dt=float(dt), decay=float(decay),
+                                 q0=None if q0 is None else float(q0))))
 
 
 def gamma(img: Image, gamma: float = 1.0) -> Image:

@@ -148,7 +148,7 @@ def _overlay_u8(
     # frames have no candidate at all, which a pixel count tells faster still)
     contours = cv2.findContours(cand, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0] if cv2.countNonZero(cand) else ()
     small = [c for c in contours if max(cv2.boundingRect(c)[2:]) <= max_extent * w]
-    text = None
+    text: np.ndarray | None = None
     if small:
         text = np.zeros(gray.shape, np.uint8)
         cv2.drawContours(text, small, -1, 1, thickness=-1)

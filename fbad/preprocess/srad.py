@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 import torch
@@ -188,7 +189,7 @@ def srad(
         raise ValueError(f"srad: need iterations >= 0, dt > 0, decay >= 0, q0 > 0 or None "
                          f"(got iterations={iterations}, dt={dt}, decay={decay}, q0={q0})")
     as_numpy = isinstance(img, np.ndarray)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32)) if as_numpy else img
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32)) if as_numpy else cast(torch.Tensor, img)
     if x.ndim not in (2, 3):
         raise ValueError(f"srad expects (H, W) or (B, H, W), got shape {tuple(x.shape)}")
     single = x.ndim == 2

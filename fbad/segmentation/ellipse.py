@@ -33,6 +33,9 @@ from fbad.segmentation.geometry import ellipse_mask, scale_ellipse
 from fbad.segmentation.result import SegmentationResult
 from fbad.segmentation.result import failure as _failure
 
+# ellipses as arrays of M each: centre x, centre y, semi-axes a and b, angle theta
+_Ellipses = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True)
 class EllipseParams:
@@ -176,7 +179,7 @@ class _ContourLookup:
         self.ty = pad(rf * m.ny).ravel()
         self.fov = pad(fov).ravel()
 
-    def support(self, e: tuple[np.ndarray, ...], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def support(self, e: _Ellipses, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean support along k samples of each ellipse (cx, cy, a, b, theta: arrays of M, finite) and the
         fraction of samples inside the field of view; see `_support`."""
         ex, ey, gnx, gny = sample_ellipses_raw(*e, k)
@@ -336,7 +339,8 @@ def _outer_offset(g: np.ndarray, e: tuple[float, ...], rn: np.ndarray, k: int = 
     """Distance (working px) from the ridge-centre contour out to the skull's outer half-maximum edge, and the
     skull thickness estimate; medians over contour samples with clear ridge support."""
     cx, cy, a, b, th = e
-    ex, ey, enx, eny = sample_ellipses(*(np.array([v]) for v in (cx, cy, a, b, th)), k)
+    # mypy lets a star-argument of unknown length fill `k` too, then counts the explicit one as extra
+    ex, ey, enx, eny = sample_ellipses(*(np.array([v]) for v in (cx, cy, a, b, th)), k)  # type: ignore[call-arg, arg-type]
     steps = np.arange(-8, 9, dtype=np.float32) * 0.5  # -4 .. +4 px along the outward normal
     qx = (ex[0][:, None] + enx[0][:, None] * steps[None]).astype(np.float32)
     qy = (ey[0][:, None] + eny[0][:, None] * steps[None]).astype(np.float32)
@@ -468,7 +472,7 @@ def _search(m: _WorkMaps, p: EllipseParams) -> tuple[tuple[float, ...], float] |
     return tuple(float(v[i]) for v in e), float(score[i])
 
 
-def _score_ellipses(m: _WorkMaps, e: tuple[np.ndarray, ...], p: EllipseParams, priors: bool = True) -> np.ndarray:
+def _score_ellipses(m: _WorkMaps, e: _Ellipses, p: EllipseParams, priors: bool = True) -> np.ndarray:
     """Final score of ellipses (cx, cy, a, b, theta) at working resolution; 0 where the priors fail."""
     h, w = m.g.shape
     sup, ins = _ContourLookup(m.rn, m).support(e, 2 * p.samples)
@@ -480,7 +484,8 @@ def _distinctiveness(m: _WorkMaps, e: tuple[float, ...]) -> float:
     """How much the ridge along the ellipse stands out: its 75th percentile over the 90th percentile of the
     fan's ridge map. The search maximises support even in pure speckle, where the winner reaches about 1.3;
     real heads score 1.5 to 5 (HC18)."""
-    ex, ey, _, _ = sample_ellipses(*(np.array([v]) for v in e), 2 * 64)
+    # mypy lets a star-argument of unknown length fill `k` too, then counts the explicit one as extra
+    ex, ey, _, _ = sample_ellipses(*(np.array([v]) for v in e), 2 * 64)  # type: ignore[call-arg, arg-type]
     h, w = m.r.shape
     xi, yi = np.rint(ex[0]).astype(int), np.rint(ey[0]).astype(int)
     ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)

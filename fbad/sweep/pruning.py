@@ -7,13 +7,16 @@ keeps increasing across the planes of a trial (plane k, epoch e -> k * max_epoch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import optuna
 import pytorch_lightning as pl
 
 from fbad.training.anomaly import RunStopped
+
+if TYPE_CHECKING:
+    from fbad.anomaly.module import AutoencoderModule
 
 # objective metric of the training summary -> the per-epoch value that tracks it (and shares its direction)
 EPOCH_METRIC = {"val_auroc_mean": "val_auroc", "best_val_mse_mean": "val_mse"}
@@ -45,7 +48,7 @@ class OptunaReporter(pl.Callback):
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.metric == "val_auroc":
-            scores, _, _ = pl_module.score_batch(batch)
+            scores, _, _ = cast("AutoencoderModule", pl_module).score_batch(batch)  # what fbad trains
             self._scores.append(scores.float().cpu().numpy())
             self._labels.append(batch["label"].cpu().numpy())
 

@@ -6,7 +6,7 @@ import logging
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import optuna
@@ -54,7 +54,8 @@ def run_sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     parent_id, experiment_id = _parent_run(cfg, study, created, metrics, directions)
     if created:
         for params in cfg.get("enqueue") or []:
-            study.enqueue_trial({str(k): label(v) for k, v in OmegaConf.to_container(params).items()})
+            study.enqueue_trial({str(k): label(v)
+                                 for k, v in cast(dict[str, Any], OmegaConf.to_container(params)).items()})
     experiment = MlflowClient().get_experiment(experiment_id).name
     objective = Objective(space=space, base_overrides=_base_overrides(cfg, experiment), metrics=metrics,
                           report=report, run_dir=run_dir, experiment_id=experiment_id, parent_run_id=parent_id,

@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -45,7 +45,9 @@ class Param:
 
 def parse_space(params: Mapping[str, Any] | DictConfig | None) -> list[Param]:
     """Validate a space once, before any trial, so a typo fails the sweep at start and not per trial."""
-    raw = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else dict(params or {})
+    # a space maps parameter names to their specs
+    raw = cast(dict[str, Any], OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig)
+               else dict(params or {}))
     out: list[Param] = []
     seen: set[str] = set()
     for name, spec in raw.items():
@@ -152,7 +154,7 @@ def _render(v: Any) -> str:
     if isinstance(v, list | tuple | ListConfig):
         return "[" + ",".join(_render(x) for x in v) + "]"
     if isinstance(v, dict | DictConfig):
-        return "{" + ",".join(f"{k}:{_render(x)}" for k, x in v.items()) + "}"
+        return "{" + ",".join(f"{k}:{_render(x)}" for k, x in cast(Mapping[str, Any], v).items()) + "}"
     s = str(v)
     if _SIMPLE.match(s) and s.lower() not in _RESERVED and not _looks_numeric(s):
         return s

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, cast
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -77,8 +78,10 @@ def create_or_load(storage: RDBStorage, name: str, directions: list[str], sample
                    pruner: optuna.pruners.BasePruner) -> tuple[optuna.Study, bool]:
     """The study, and whether this call created it (exactly one worker does: the store enforces unique names)."""
     try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
-                                    pruner=pruner)
+        # check_metrics lets only these two through
+        study = optuna.create_study(storage=storage, study_name=name,
+                                    directions=cast(list[Literal["minimize", "maximize"]], directions),
+                                    sampler=sampler, pruner=pruner)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)

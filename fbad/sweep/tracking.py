@@ -11,12 +11,15 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -123,7 +126,8 @@ def log_trial_result(parent_id: str, study: optuna.Study, trial: FrozenTrial, me
     best = best_trials(study)
     tags: list[RunTag] = []
     if best and len(study.directions) == 1:
-        items.append(Metric("best_value", float(best[0].value), now, trial.number))
+        # a completed single-objective trial has its value
+        items.append(Metric("best_value", float(cast(float, best[0].value)), now, trial.number))
         tags += [RunTag("best.trial", str(best[0].number)),
                  *[RunTag(f"best.{k}", str(v)) for k, v in best[0].params.items()]]
     elif best:
@@ -165,7 +169,8 @@ def log_summary(parent_id: str, study: optuna.Study, metrics: list[str], out_dir
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental plots; "too few trials for importances"
                 ax = make()
-            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            # an Axes, or an array of them; either way drawn on a top-level Figure
+            fig = cast("Figure", ax.figure if hasattr(ax, "figure") else cast(Any, ax).flat[0].figure)
             fig.tight_layout()
             path = out_dir / f"{name}.png"
             fig.savefig(path, dpi=100)

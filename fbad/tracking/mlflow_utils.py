@@ -102,7 +102,10 @@ def log_params(params: Mapping[str, str], run_id: str | None = None) -> None:
     from mlflow.entities import Param
 
     client = MlflowClient()
-    run_id = run_id or mlflow.active_run().info.run_id
+    if not run_id:
+        run = mlflow.active_run()
+        assert run is not None, "log_params: no run_id and no active run"
+        run_id = run.info.run_id
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=items[i: i + 100])

@@ -30,9 +30,11 @@ def score_histogram(normal: np.ndarray, abnormal: np.ndarray, threshold: float, 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     both = np.concatenate([normal, abnormal]) if len(abnormal) else np.asarray(normal)
     bins = np.linspace(np.nanmin(both), np.nanmax(both), 40) if len(both) and np.ptp(both) > 0 else 20
-    ax.hist(normal, bins=bins, alpha=0.6, label=f"normal ({len(normal)})", color="tab:blue")
+    # matplotlib's stubs type `bins` as a Sequence[float]; it takes an array, as documented
+    ax.hist(normal, bins=bins, alpha=0.6, label=f"normal ({len(normal)})", color="tab:blue")  # type: ignore[arg-type]
     if len(abnormal):
-        ax.hist(abnormal, bins=bins, alpha=0.6, label=f"abnormal ({len(abnormal)})", color="tab:red")
+        ax.hist(abnormal, bins=bins, alpha=0.6, label=f"abnormal ({len(abnormal)})",  # type: ignore[arg-type]
+                color="tab:red")
     if np.isfinite(threshold):
         ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.4g}")
     ax.set(xlabel="anomaly score", ylabel="images", title=title)

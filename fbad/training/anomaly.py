@@ -10,10 +10,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mlflow
 import numpy as np
@@ -34,6 +34,9 @@ from fbad.tracking import plots
 from fbad.tracking.mlflow_utils import EpochMetricsLogger, setup_experiment, start_command_run
 from fbad.training.fit import build_trainer, early_stopping
 from fbad.training.summary import print_summary
+
+if TYPE_CHECKING:
+    from fbad.models.pca import PCABaseline
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -76,7 +79,7 @@ def resolve_planes(names: list[str]) -> list[Plane | None]:
     return [Plane.parse(n) for n in names] or list(BRAIN_PLANES)
 
 
-def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: list[pl.Callback] | None = None,
+def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: Sequence[pl.Callback] | None = None,
                  run_id: str | None = None) -> dict[str, float]:
     """Train, calibrate and evaluate every configured plane; returns the parent run's summary metrics.
 
@@ -136,7 +139,7 @@ def _start_parent(cfg: DictConfig, run_dir: Path, state: dict, prepared: Prepare
 
 
 def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run_dir: Path, state: dict,
-               parent_id: str, extra_callbacks: list[pl.Callback]) -> PlaneResult:
+               parent_id: str, extra_callbacks: Sequence[pl.Callback]) -> PlaneResult:
     name = str(plane) if plane is not None else "all"
     plane_dir = run_dir / name
     plane_state = state.setdefault("planes", {}).setdefault(name, {})
@@ -155,8 +158,8 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
     mlflow.log_params({"plane": name, **{f"n_{k}": v for k, v in counts.items()}})
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = AutoencoderModule(OmegaConf.to_container(cfg.model, resolve=True),
-                               OmegaConf.to_container(cfg.score, resolve=True), plane=name)
+    module = AutoencoderModule(cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
+                               cast(dict[str, Any], OmegaConf.to_container(cfg.score, resolve=True)), plane=name)
     model_name, _, _ = split_model_config(cfg.model)
     t0 = time.perf_counter()
     if model_name == "pca":
@@ -172,7 +175,7 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
     module.eval()
     val = _score_split(module, dm, "val")
     normal, abnormal = val["scores"][val["labels"] != 1], val["scores"][val["labels"] == 1]  # unlabelled: normal
-    thr = calibrate_from_config(normal, OmegaConf.to_container(cfg.threshold, resolve=True),
+    thr = calibrate_from_config(normal, cast(dict[str, Any], OmegaConf.to_container(cfg.threshold, resolve=True)),
                                 abnormal_scores=abnormal if len(abnormal) else None, direction=module.spec.direction)
     for warning in thr.warnings:
         log.warning("%s threshold: %s", name, warning)
@@ -198,7 +201,7 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
 
 def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModule, plane_dir: Path,
                    child_id: str, parent_id: str, name: str,
-                   extra_callbacks: list[pl.Callback] = ()) -> tuple[dict[str, list[float]], float, int]:
+                   extra_callbacks: Sequence[pl.Callback] = ()) -> tuple[dict[str, list[float]], float, int]:
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -237,7 +240,7 @@ def _fit_pca(module: AutoencoderModule, dm: PlaneDataModule) -> tuple[dict[str, 
     train = dm.datasets["train"]
     x = torch.stack([torch.from_numpy(np.asarray(train.arrays["image"][r], dtype=np.float32))[None]
                      for r in train.rows])
-    module.net.fit(x)
+    cast("PCABaseline", module.net).fit(x)  # the `pca` model
     val = _score_split(module, dm, "val")
     normal = val["mse"][val["labels"] != 1]
     train_mse = float(((module.net(x) - x) ** 2).mean())
@@ -247,7 +250,7 @@ def _fit_pca(module: AutoencoderModule, dm: PlaneDataModule) -> tuple[dict[str, 
 
 
 @torch.no_grad()
-def _score_split(module: AutoencoderModule, dm: PlaneDataModule, split: str) -> dict[str, np.ndarray]:
+def _score_split(module: AutoencoderModule, dm: PlaneDataModule, split: str) -> dict[str, Any]:
     """Scores, per-image MSE, labels and a few maps for plots, over one split (no augmentation)."""
     ds = dm.datasets[split]
     loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False)
@@ -316,7 +319,10 @@ def _log_to(run_id: str | None, metrics: Mapping[str, float], step: int = 0) -> 
     """Many metrics in one store round trip (one log_batch) to the active run or `run_id`."""
     from mlflow.entities import Metric
 
-    run_id = run_id or mlflow.active_run().info.run_id
+    if not run_id:
+        run = mlflow.active_run()
+        assert run is not None, "_log_to: no run_id and no active run"
+        run_id = run.info.run_id
     now = mlflow.utils.time.get_current_time_millis()
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     for i in range(0, len(items), 1000):
@@ -396,6 +402,7 @@ def _finish_parent(cfg: DictConfig, results: dict[str, PlaneResult], prepared: P
 def _end_all_runs(status: str, message: str) -> None:
     while mlflow.active_run() is not None:
         run = mlflow.active_run()
+        assert run is not None  # the loop's condition
         mlflow.set_tag("fbad.error", message[:5000])
         mlflow.end_run(status)
         log.log(logging.WARNING if status == "KILLED" else logging.ERROR, "MLflow run %s ended %s: %s",

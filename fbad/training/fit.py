@@ -7,7 +7,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -27,13 +27,14 @@ class KeepBest(pl.Callback):
         self.epoch = -1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        v = trainer.callback_metrics.get(self.monitor)
+        v: torch.Tensor | float | None = trainer.callback_metrics.get(self.monitor)
         if v is None:
             return
         v = float(v)
         if (v < self.best) if self.mode == "min" else (v > self.best):
             self.best, self.epoch = v, trainer.current_epoch
-            self.state = copy.deepcopy(pl_module.net.state_dict())
+            # nn.Module.__getattr__ is typed Tensor | Module; `net` is the module's network
+            self.state = copy.deepcopy(cast(torch.nn.Module, pl_module.net).state_dict())
 
 
 def early_stopping(cfg: DictConfig, monitor: str, mode: str = "min") -> list[pl.Callback]:
@@ -47,7 +48,7 @@ def early_stopping(cfg: DictConfig, monitor: str, mode: str = "min") -> list[pl.
 def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback], root_dir: Path, **kwargs: Any) -> pl.Trainer:
     """A Trainer from `cfg.trainer` (accelerator, devices, precision, max_epochs, strategy, ...), never logging
     through Lightning's loggers (fbad logs to MLflow itself) and without a sanity validation pass."""
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
     trainer_kwargs.pop("name", None)
     options: dict[str, Any] = {"logger": False, "default_root_dir": str(root_dir), "num_sanity_val_steps": 0,
                                "enable_progress_bar": bool(cfg.progress), **kwargs}
@@ -80,6 +81,7 @@ def fit_keep(cfg: DictConfig, module: pl.LightningModule, train_ds: torch.utils.
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
     if cfg.keep == "last" or keep.state is None:
         last = trainer.callback_metrics.get(monitor)
-        return FitResult(trainer.current_epoch, trainer.current_epoch - 1, float("nan") if last is None else float(last))
-    module.net.load_state_dict(keep.state)  # type: ignore[union-attr,operator]
+        return FitResult(trainer.current_epoch, trainer.current_epoch - 1,
+                         float("nan") if last is None else float(last))
+    cast(torch.nn.Module, module.net).load_state_dict(keep.state)
     return FitResult(trainer.current_epoch, keep.epoch, keep.best)

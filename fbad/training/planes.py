@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,7 +66,7 @@ def gather_records(cfg: DictConfig) -> tuple[list, Any, dict[str, int]]:
     from fbad.planes.classifier import UNSUPPORTED
     from fbad.planes.data import class_of
 
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset = cast(dict[str, Any], OmegaConf.to_container(cfg.dataset, resolve=True))
     want_unsupported = bool(cfg.unsupported.enabled)
     if want_unsupported and "planes" in dataset:
         extra = [p for p in cfg.unsupported.dataset_planes if p not in dataset["planes"]]
@@ -164,7 +164,8 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not parts["train"]:
         raise DatasetError("train-planes: no readable training image")
     rows = {k: np.array([index[id(r)] for r in v], dtype=np.int64) for k, v in parts.items()}
-    labels = {k: [classes.index(class_of(r)) for r in v] for k, v in parts.items()}
+    # kept records have a known class (gather_records)
+    labels = {k: [classes.index(cast(str, class_of(r))) for r in v] for k, v in parts.items()}
     counts = {f"n_{k}_{c}": sum(1 for y in labels[k] if y == i) for k in parts for i, c in enumerate(classes)}
     if len(skipped):
         skipped.write(run_dir)
@@ -191,7 +192,8 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                              lr=float(cfg.optim.lr),
                              weight_decay=float(cfg.optim.weight_decay), schedule=str(cfg.optim.schedule),
                              label_smoothing=float(cfg.loss.label_smoothing), class_weights=weights)
-        augment = build_augment(OmegaConf.to_container(cfg.data.augment, resolve=True), seed=int(cfg.seed))
+        augment = build_augment(cast(list[dict[str, Any]], OmegaConf.to_container(cfg.data.augment, resolve=True)),
+                                seed=int(cfg.seed))
         train_ds = PlaneDataset(frames[rows["train"]], labels["train"], augment)
         val_ds = PlaneDataset(frames[rows["val"]], labels["val"])
         t0 = time.perf_counter()
@@ -219,7 +221,7 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         held = parts[held_name]
         probs = clf.probabilities(to_tensor(frames[rows[held_name]]))
         answers = clf.decide(probs)
-        truth = [class_of(r) for r in held]
+        truth = [cast(str, class_of(r)) for r in held]
         metrics, cm = evaluate(truth, answers, classes)
         argmax = [classes[int(k)] for k in probs.argmax(1)] if len(held) else []
         metrics["accuracy_argmax"] = float(np.mean([a == t for a, t in zip(argmax, truth, strict=True)])) \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -36,7 +37,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Dict
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return cfg
-    old = OmegaConf.load(saved)
+    old = cast(DictConfig, OmegaConf.load(saved))  # Hydra saves the config as a mapping
 
     def plain(value):
         return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,7 +38,7 @@ def gather_records(cfg: DictConfig) -> tuple[dict[str, list], list, Any]:
 
     skipped = SkipLog()
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
-    fractions = OmegaConf.to_container(cfg.split, resolve=True)
+    fractions = cast(dict[str, float], OmegaConf.to_container(cfg.split, resolve=True))
     for i, ds in enumerate(cfg.datasets):
         read = read_dataset(ds)
         skipped.rows += read.skipped.rows
@@ -130,7 +130,8 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         module = SegModule(widths=list(cfg.model.widths), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                            schedule=cfg.optim.schedule, bce_weight=cfg.loss.bce_weight,
                            dice_weight=cfg.loss.dice_weight)
-        augment = build_augment(OmegaConf.to_container(cfg.data.augment, resolve=True), seed=int(cfg.seed))
+        augment = build_augment(cast(list[dict[str, Any]], OmegaConf.to_container(cfg.data.augment, resolve=True)),
+                                seed=int(cfg.seed))
         t0 = time.perf_counter()
         has_val = len(x_va) > 0
         curves = EpochMetricsLogger(run.info.run_id, None, "seg", names=("train_loss", "val_loss", "val_dice"))
@@ -169,5 +170,5 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 log.warning("%d held-out images could not be read", len(bad))
     print_metrics(summary, title=f"train-seg: held-out test ({len(splits['test'])} images never trained on)")
     print(f"weights: {weights}\nMLflow: runs:/{run.info.run_id}/model/{WEIGHTS_NAME}")
-    summary["run_id"] = run.info.run_id  # type: ignore[assignment]
+    summary["run_id"] = run.info.run_id
     return summary

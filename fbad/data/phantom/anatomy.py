@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -237,9 +238,12 @@ def _vent_walls(rng: np.random.Generator, u0: float, u1: float) -> list[Shape]:
 def _thalami(rng: np.random.Generator, level: float) -> list[Shape]:
     u, v = _j(rng, 0.06, 0.04), _j(rng, 0.16, 0.015)
     ru, rv = _j(rng, 0.22, 0.02), _j(rng, 0.12, 0.012)
-    return [Blob("thalamus", u, sgn * v, ru, rv, level, 20, rot=-sgn * _j(rng, 25, 5)) for sgn in (-1, 1)] + [
+    # list[Blob] + list[Stroke] is typed list[Blob | Stroke], which list[Shape] (invariant) does not take
+    return cast(list[Shape], [
+        Blob("thalamus", u, sgn * v, ru, rv, level, 20, rot=-sgn * _j(rng, 25, 5)) for sgn in (-1, 1)
+    ] + [
         Stroke("third_ventricle", ((u - 0.16, 0.0), (u + 0.18, 0.0)), 0.1, 45, width=1.0)
-    ]
+    ])
 
 
 def trans_thalamic(rng: np.random.Generator) -> list[Shape]:
@@ -247,9 +251,9 @@ def trans_thalamic(rng: np.random.Generator) -> list[Shape]:
             *_vent_walls(rng, -0.38, 0.0), *_sylvian(rng)]
 
 
-def atria(rng: np.random.Generator, u: float, v: float, ru: float, rv: float) -> list[Shape]:
+def atria(rng: np.random.Generator, u: float, v: float, ru: float, rv: float) -> list[Blob]:
     """Both atria of the lateral ventricles, each with its choroid plexus filling most of it."""
-    out: list[Shape] = []
+    out: list[Blob] = []
     for sgn in (-1, 1):
         rot = sgn * _j(rng, 15, 4)
         out.append(Blob("atrium", u, sgn * v, ru, rv, 0.05, 10, rot=rot, wall=_j(rng, 0.55, 0.05)))

@@ -45,6 +45,7 @@ def ventriculomegaly(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     """Dilated atria (width grows from ~10 mm to > 15 mm) with the choroid plexus dangling in the fluid."""
     if scene.plane == Plane.TRANS_VENTRICULAR:
         atrium = _named(scene, "atrium")
+        assert isinstance(atrium[1], Blob)  # `atria` makes them
         u, v, ru, rv = atrium[1].u, abs(atrium[1].v), atrium[1].ru, atrium[1].rv
         shapes = _without(scene, "atrium", "choroid")
     else:
@@ -92,6 +93,7 @@ def absent_csp(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
 def cerebellar_hypoplasia(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     """Small hemispheres and vermis (low transverse cerebellar diameter); fluid takes their place."""
     cb = _named(scene, "cerebellum")
+    assert isinstance(cb[1], Blob)  # `cerebellum` makes them
     u, c, r = cb[1].u, abs(cb[1].v), cb[1].ru
     shapes = _without(scene, "cerebellum", "vermis")
     shapes.append(Blob("posterior_fossa_fluid", u + 0.03, 0.0, r * 1.1, (c + r) * 1.05, FLUID, 6))
@@ -105,6 +107,7 @@ def cerebellar_hypoplasia(scene: Scene, s: float, rng: np.random.Generator) -> S
 def posterior_fossa_cyst(scene: Scene, s: float, rng: np.random.Generator) -> Scene:
     """Blake's pouch to Dandy-Walker: a cyst splays the hemispheres apart and replaces the vermis."""
     cb = _named(scene, "cerebellum")
+    assert isinstance(cb[1], Blob)  # `cerebellum` makes them
     u, c = cb[1].u, abs(cb[1].v)
     shapes = _without(scene, "cerebellum", "vermis", "cisterna_magna")
     for sh in cb:

@@ -131,16 +131,16 @@ def scan(level: np.ndarray, skull: np.ndarray, fan: Fan, bone_px: float, st: Sca
     # attenuation down each beam, in natural-log amplitude: bone crossed before this depth (posterior
     # shadow, capped at 40 dB), residual depth attenuation, fall-off at the fan's edges
     acc = cv2.integral(bone, sdepth=cv2.CV_32F)
-    shadow = cv2.subtract(acc[:-1, 1:], acc[:-1, :-1])
+    shadow: np.ndarray = cv2.subtract(acc[:-1, 1:], acc[:-1, :-1])
     shadow *= st.shadow_db * _DB * g.dr / (255.0 * max(bone_px, 1.0))
     np.minimum(shadow, 40.0 * _DB, out=shadow)
     depth = (g.r - fan.r_min) * (-st.depth_db * _DB / (fan.r_max - fan.r_min))
     edge = (g.theta / math.radians(fan.half_angle_deg)) ** 4 * (-3.0 * _DB)
-    ln_amp = cv2.LUT(lvl, _LEVEL_LN)
+    ln_amp: np.ndarray = cv2.LUT(lvl, _LEVEL_LN)
     ln_amp -= shadow
     ln_amp += cv2.multiply(shadow, bone, scale=0.7 / 255.0, dtype=cv2.CV_32F)  # bone echoes from its surface
     ln_amp += depth + edge
-    p = cv2.exp(ln_amp)
+    p: np.ndarray = cv2.exp(ln_amp)
     p += math.exp((st.floor - 1.0) * _K)
 
     # point-spread function: coherent sum of scatterers (speckle) and its expected intensity (clean)
@@ -155,8 +155,9 @@ def scan(level: np.ndarray, skull: np.ndarray, fan: Fan, bone_px: float, st: Sca
     win = np.s_[oy:oy + g.rows, ox:ox + g.cols]
     zr = cv2.sepFilter2D(cv2.multiply(re[win], p), -1, kc, kr, borderType=cv2.BORDER_REFLECT)
     zi = cv2.sepFilter2D(cv2.multiply(im[win], p), -1, kc, kr, borderType=cv2.BORDER_REFLECT)
-    ln_clean = cv2.log(cv2.max(clean_i, 1e-12))
-    ln_mag = cv2.log(cv2.max(cv2.magnitude(zr, zi), 1e-6))
+    # OpenCV takes a scalar for src2 of cv2.max; its stubs say an array only
+    ln_clean = cv2.log(cv2.max(clean_i, 1e-12))  # type: ignore[call-overload]
+    ln_mag = cv2.log(cv2.max(cv2.magnitude(zr, zi), 1e-6))  # type: ignore[call-overload]
 
     # log compression: clean display d = (10 log10 I + DR + gain) / DR; the image adds w times the
     # speckle's log ratio 10 log10(|z|^2 / (norm I)) + Euler (zero mean), w = noise x SPECKLE_EXPONENT.

@@ -29,8 +29,9 @@ class Echo:
 def sample_textures(size: int, rng: np.random.Generator) -> Textures:
     """Two smooth random fields (tissue, brain), each a coarse blotch pattern plus a finer one."""
     # the fine pattern has fewer columns than rows: blotches elongated sideways, like tissue layers
-    fine = rng.standard_normal((30, 14, 2)).astype(np.float32) * np.float32([0.12, 0.06])
-    coarse = rng.standard_normal((8, 8, 2)).astype(np.float32) * np.float32([0.16, 0.07])
+    # numpy's stubs take np.float32(x) for a scalar only; given a list it makes a float32 array
+    fine = rng.standard_normal((30, 14, 2)).astype(np.float32) * np.float32([0.12, 0.06])  # type: ignore[arg-type, operator]
+    coarse = rng.standard_normal((8, 8, 2)).astype(np.float32) * np.float32([0.16, 0.07])  # type: ignore[arg-type, operator]
     fine += cv2.resize(coarse, (14, 30), interpolation=cv2.INTER_CUBIC)
     both = cv2.resize(fine, (size, size), interpolation=cv2.INTER_CUBIC)
     both += 1.0  # multiplicative: 1 + relative echo fluctuation

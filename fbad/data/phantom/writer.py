@@ -66,7 +66,7 @@ def plan(n_per_plane: int, cfg: PhantomConfig, seed: int = 0) -> list[Item]:
         types = valid_types(plane, cfg.anomaly_types)
         abnormal = rng.random() < cfg.anomaly_fraction
         kind = str(types[int(rng.integers(len(types)))]) if abnormal and types else None
-        sev = float(rng.uniform(*cfg.severity_range))
+        sev: float | None = float(rng.uniform(*cfg.severity_range))  # None below when normal
         draws.append((kind, sev if kind else None))
     order = rng.permutation(n)
     groups: list[list[int]] = []

@@ -38,7 +38,8 @@ def load_index(index_path: Path) -> pd.DataFrame:
 
 def read_fetal_planes_db(
     root: str | Path,
-    planes: Iterable[str] = tuple(p.value for p in BRAIN_PLANES),
+    # mypy does not see a comprehension's variable in a default value (python/mypy#9346)
+    planes: Iterable[str] = tuple(p.value for p in BRAIN_PLANES),  # type: ignore[name-defined]
     index: str = INDEX_NAME,
     image_dir: str = "Images",
     check_files: bool = True,

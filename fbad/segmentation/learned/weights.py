@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, cast
 
 from fbad.segmentation.learned.net import UNet
 from fbad.tracking.artifacts import file_digest, load_weights_file, save_weights_file
@@ -17,7 +15,7 @@ WEIGHTS_FORMAT = "fbad-learned-seg/1"
 WEIGHTS_NAME = "segmenter.pt"
 
 
-def make_weights(net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Sequence[str],
+def make_weights(net: UNet, work_hw: tuple[int, int], trained_on: Sequence[str],
                 config: Mapping[str, Any] | None = None, calibration: Mapping[str, float] | None = None) -> dict:
     """Everything inference needs, as plain tensors and builtins (loadable with weights_only=True)."""
     return {
@@ -31,12 +29,13 @@ def make_weights(net: torch.nn.Module, work_hw: tuple[int, int], trained_on: Seq
     }
 
 
-def save_weights(path: str | Path, net_or_bundle: torch.nn.Module | Mapping[str, Any],
+def save_weights(path: str | Path, net_or_bundle: UNet | Mapping[str, Any],
                  work_hw: tuple[int, int] | None = None, trained_on: Sequence[str] = (),
                  config: Mapping[str, Any] | None = None) -> Path:
     """Write the self-contained weights file (a bundle from `make_weights`, or a network to bundle first)."""
-    bundle = net_or_bundle if isinstance(net_or_bundle, Mapping) else make_weights(net_or_bundle, work_hw,
-                                                                                  trained_on, config)
+    # a network comes with its working size
+    bundle = net_or_bundle if isinstance(net_or_bundle, Mapping) else make_weights(
+        net_or_bundle, cast(tuple[int, int], work_hw), trained_on, config)
     return save_weights_file(path, bundle)
 
 
