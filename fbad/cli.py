@@ -10,7 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("fbad.commands.data", "data phantom|index|fetch: generate, index or download datasets"),
     "train": ("fbad.commands.train", "train per-plane autoencoders, calibrate thresholds, evaluate, log to MLflow"),
     "train-seg": ("fbad.commands.train_seg", "train the learned head segmenter (U-Net) on head annotations"),
-    "train-planes": ("fbad.commands.train_planes", "train the plane classifier (brain plane or unsupported) for routing"),
+    "train-planes": ("fbad.commands.train_planes", "train the plane classifier (brain plane or unsupported)"),
     "eval-seg": ("fbad.commands.eval_seg", "measure head segmentation (Dice, Hausdorff, HC error)"),
     "predict": ("fbad.commands.predict", "label images with a trained or published model (plane routing, overlays)"),
     "publish": ("fbad.commands.publish", "register the best run of an experiment in the MLflow Model Registry"),

@@ -41,7 +41,7 @@ def test_every_yaml_composes_and_builds(group, option, tmp_path):
     if (group, option) == ("threshold", "fixed"):
         overrides.append("threshold.value=0.5")
     cfg = compose(primary, overrides)
-    node = cfg[group] if group in cfg else None
+    node = cfg.get(group)
     if group == "experiment":
         assert cfg.hydra.runtime.choices.get("experiment") == option
     elif group == "dataset":

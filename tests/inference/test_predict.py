@@ -263,7 +263,8 @@ def test_unknown_planes_go_to_the_plane_classifier(trained_run, tmp_path):
 
     classes = ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "unsupported"]
     torch.manual_seed(0)
-    clf_path = save_weights_file(tmp_path / "plane_classifier.pt", make_weights(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.0))
+    clf_path = save_weights_file(tmp_path / "plane_classifier.pt",
+                                 make_weights(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.0))
     bundle = load_bundle(trained_run.run_dir)
     bundle.classifier_path = clf_path
     bundle = load_bundle(write_bundle(bundle, tmp_path / "bundle"))  # the classifier travels in the bundle

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fbad.data.imageio import SkipLog
 from fbad.data.records import Record
@@ -46,6 +46,6 @@ def read_dataset(cfg: Any) -> ReadResult:
     """Read the dataset described by a `dataset` config group (a mapping with `name` and `root`)."""
     from omegaconf import OmegaConf
 
-    opts = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    opts = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)) if OmegaConf.is_config(cfg) else dict(cfg)
     name = opts.pop("name")
     return get_reader(name)(**opts)

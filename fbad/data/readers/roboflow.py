@@ -9,8 +9,8 @@ The set has no patient ids. Roboflow renames every file `<original>_<ext>.rf.<ha
 author uploaded pre-augmented copies (`..._aug_3_png_jpg.rf...`), so the id used for grouping is the
 original name with those decorations removed: all copies of one source image share it. Its `normal`
 frames are FETAL_PLANES_DB brain images (`PatientNNNNN_PlaneK_i_of_n`): those are grouped by that patient
-(`fpdbNNNNN`, as the FETAL_PLANES_DB reader names it), so one patient's frames stay on one side of fbad's split, and with `fpdb_index` (the
-FETAL_PLANES_DB_data.csv) they also get their plane and scanner from the index.
+(`fpdbNNNNN`, as the FETAL_PLANES_DB reader names it), so one patient's frames stay on one side of fbad's
+split, and with `fpdb_index` (the FETAL_PLANES_DB_data.csv) they also get their plane and scanner from the index.
 """
 
 from __future__ import annotations
