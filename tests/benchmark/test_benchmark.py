@@ -75,6 +75,7 @@ def test_sensitivity_at_specificity_and_per_class_auroc_on_known_scores():
     assert f["auroc/cyst"] == pytest.approx(wins / 50) and f["auroc/mass"] == 1.0
 
 
+@pytest.mark.slow  # ~75 s: run by CI's second step (pytest -m slow)
 def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     from fbad.benchmark.runner import run_benchmark
 
