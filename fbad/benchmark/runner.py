@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -79,6 +78,7 @@ def run_train_method(cfg: DictConfig, suite: str, dataset: Mapping[str, Any], sp
     benchmark's threshold, then the test frames through the trained bundle as `fbad predict` scores them."""
     t0 = time.perf_counter()
     tcfg = compose("train", [*overrides, "planes=[all]", f"seed={int(cfg.seed)}", f"progress={bool(cfg.progress)}",
+                             f"data.val_fraction={float(cfg.val_fraction)}",  # the split this suite was scored on
                              f"paths.root={cfg.paths.root}", f"logger.experiment={cfg.experiment_name}",
                              f"logger.run_name={suite}/{method}", *cfg.train])
     with open_dict(tcfg):
@@ -183,7 +183,6 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> list[PairResult]:
     for path in write_report(results, run_dir, cfg):
         client.log_artifact(parent, str(path))
     client.set_terminated(parent, "FINISHED")
-    mlflow.set_tracking_uri(cfg.paths.mlflow_uri)
     return results
 
 
