@@ -182,6 +182,17 @@ def _reader_root(name: str, tmp_path: Path) -> dict:
         return {"root": str(tmp_path / "ph"), "n_per_plane": 2, "size": 64, "seed": 0, "workers": 1}
     if name == "folder":
         return {"root": str(_tiny_folder(tmp_path / "folder"))}
+    if name == "union":
+        return {"datasets": [{"name": "folder", "root": str(_tiny_folder(tmp_path / "a"))},
+                             {"name": "folder", "root": str(_tiny_folder(tmp_path / "b")), "split": "train"}]}
+    if name == "lesions":  # two real HC18 frames with their outlines, one lesioned copy
+        from fbad.data.readers.hc18 import read_hc18
+        from fbad.lesions import write_lesion_dataset
+
+        if not HC18.is_dir():
+            pytest.skip(f"reference data not found at {HC18}")
+        sources = read_hc18(HC18).records[:2]
+        return {"root": str(write_lesion_dataset(sources, tmp_path / "lesions", fraction_abnormal=0.5, seed=0))}
     paths = {"hc18": SHARED / "hc18", "roboflow_abnormalities": SHARED / "roboflow_abnormalities",
              "fetal_planes_db": SHARED / "fetal_planes_db"}
     if not paths[name].exists():
@@ -189,11 +200,9 @@ def _reader_root(name: str, tmp_path: Path) -> dict:
     return {"root": str(paths[name])}
 
 
-@pytest.mark.parametrize("name", ["phantom", "fetal_planes_db", "hc18", "roboflow_abnormalities", "folder"])
+@pytest.mark.parametrize("name", sorted(__import__("fbad.data.readers", fromlist=["_READERS"])._READERS))
 def test_every_reader_reads_through_its_config(name, tmp_path):
-    from fbad.data.readers import _READERS, read_dataset
-
-    assert name in _READERS
+    from fbad.data.readers import read_dataset
     cfg = compose("train", [f"dataset={name}"]).dataset
     ds = {**OmegaConf.to_container(cfg, resolve=False), **_reader_root(name, tmp_path)}
     read = read_dataset(OmegaConf.create(ds))

@@ -29,6 +29,7 @@ _READERS: dict[str, str] = {
     "roboflow_abnormalities": "fbad.data.readers.roboflow:read_roboflow_abnormalities",
     "folder": "fbad.data.readers.folder:read_folder",
     "lesions": "fbad.data.readers.lesions:read_lesions",
+    "union": "fbad.data.readers.union:read_union",
 }
 
 
