@@ -1,8 +1,8 @@
 """The package layout reads as the data flow: each stage imports only earlier ones, and nothing imports in a
 circle (between modules or between first-level packages), function-level imports included.
 
-Entry points (`fbad/cli.py`, the `python -m fbad.<command>` shims and `__main__` modules) sit on top: they
-only start commands and no library module imports them.
+Entry points (`fbad/cli.py` and the `python -m fbad.<command>` shims beside it) sit on top: they only start
+commands and no library module imports them.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if parts[-1] == "__main__" or module == "fbad.cli" or (len(parts) == 2 and parts[1] not in LAYERS):
-        return "entry"  # cli, the `python -m fbad.<command>` shims, __main__ modules
+    if module == "fbad.cli" or (len(parts) == 2 and parts[1] not in LAYERS):
+        return "entry"  # cli and the `python -m fbad.<command>` shims beside it (a package's own __main__ is
+        # part of that package: one that started a command would make the package import `commands`)
     return parts[1] if len(parts) > 1 else "entry"
 
 
@@ -113,4 +114,4 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert _cycle({"a": {"b"}, "b": set()}) is None
     rank = {name: i for i, name in enumerate(LAYERS)}
     assert rank[layer("fbad.training.anomaly")] > rank[layer("fbad.data.records")]
-    assert layer("fbad.train") == layer("fbad.data.__main__") == layer("fbad.cli") == "entry"
+    assert layer("fbad.train") == layer("fbad.cli") == "entry" and layer("fbad.data.__main__") == "data"

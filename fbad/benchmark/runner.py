@@ -55,10 +55,10 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def suite_splits(dataset: Mapping[str, Any], val_fraction: float, seed: int) -> tuple[list[Record], Splits]:
-    """The records and exactly the split every `fbad train` of this suite uses (same reader, same seed)."""
+def suite_splits(dataset: Mapping[str, Any], val_fraction: float, seed: int) -> Splits:
+    """Exactly the split every `fbad train` of this suite uses (same reader, same fraction, same seed)."""
     read = read_dataset(OmegaConf.create(dict(dataset)))
-    return read.records, split_records(read.records, val_fraction=val_fraction, seed=seed)
+    return split_records(read.records, val_fraction=val_fraction, seed=seed)
 
 
 def _child_run(experiment_id: str, parent_id: str, suite: str, method: str) -> str:
@@ -151,7 +151,7 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> list[PairResult]:
     try:
         for suite in cfg.suites:
             dataset = suite_dataset(cfg, suite)
-            _, splits = suite_splits(dataset, float(cfg.val_fraction), int(cfg.seed))
+            splits = suite_splits(dataset, float(cfg.val_fraction), int(cfg.seed))
             log.info("suite %s: %s", suite, splits.summary())
             for method in cfg.methods:
                 spec = cfg.method_defs[method]

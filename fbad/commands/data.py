@@ -1,4 +1,4 @@
-"""`fbad data phantom|index|fetch [overrides]` (also `python -m fbad.data ...`)."""
+"""`fbad data phantom|index|fetch [overrides]` (also `python -m fbad.commands.data ...`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`fbad sweep [sweep=<space>] [n_trials=N] [storage=URL] [study=NAME]` (also `python -m fbad.sweep`)."""
+"""`fbad sweep [sweep=<space>] [n_trials=N] [storage=URL] [study=NAME]` (also `python -m fbad.commands.sweep`)."""
 
 from __future__ import annotations
 

@@ -118,3 +118,28 @@ def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     assert "real_abnormalities/conv_ae/auroc" in parent[0].data.metrics
     assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} >= {
         "benchmark.csv", "benchmark.md", "per_class.csv", "roc_lesions.png"}
+
+
+def test_unknown_suite_or_method_is_a_clear_error(tmp_path):
+    from fbad.benchmark.runner import run_benchmark
+    from fbad.errors import UserError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = compose("benchmark", [f"paths.root={tmp_path}", "methods=[image_stats,nope]"])
+    with pytest.raises(UserError, match=r"unknown method\(s\) \['nope'\]"):
+        run_benchmark(cfg, run_dir)
+    cfg = compose("benchmark", [f"paths.root={tmp_path}", "suites=[nope]", "methods=[image_stats]"])
+    with pytest.raises(UserError, match="unknown suite 'nope'"):
+        run_benchmark(cfg, run_dir)
+    client = MlflowClient(cfg.paths.mlflow_uri)  # the call that failed ended its run FAILED, none left RUNNING
+    runs = client.search_runs([client.get_experiment_by_name("benchmark").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_lesions_reader_refuses_a_folder_that_is_not_a_lesion_dataset(tmp_path):
+    from fbad.data.readers import read_dataset
+    from fbad.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="index.csv not found: not a lesion dataset"):
+        read_dataset({"name": "lesions", "root": str(tmp_path)})
