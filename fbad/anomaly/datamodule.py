@@ -98,29 +98,36 @@ class ArrayDataset(Dataset):
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler[int]):
-    """A permutation that depends only on (seed, epoch): a resumed run sees the same batches."""
+    """A permutation that depends only on (seed, epoch): a resumed run sees the same batches.
 
-    def __init__(self, n: int, seed: int):
+    With `length` an epoch is that many indices (permutations one after another), however many images there
+    are: a model that sees a fresh synthetic anomaly per sample (`nsa`) then trains and validates per a
+    fixed number of steps, not per pass over a small dataset."""
+
+    def __init__(self, n: int, seed: int, length: int | None = None):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.length = int(length) if length else n
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        reps = -(-self.length // self.n)
+        return iter(torch.cat([torch.randperm(self.n, generator=gen) for _ in range(reps)])[:self.length].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.length
 
 
 class PlaneDataModule(pl.LightningDataModule):
     """One plane's (or all planes') train/val/test loaders; augmentation on train only."""
 
     def __init__(self, prepared: PreparedData, plane: Plane | None, batch_size: int = 32, num_workers: int = 0,
-                 augment: Sequence[Mapping] | None = None, seed: int = 0, pin_memory: bool = False):
+                 augment: Sequence[Mapping] | None = None, seed: int = 0, pin_memory: bool = False,
+                 epoch_samples: int | None = None):
         super().__init__()
-        self.prepared, self.plane = prepared, plane
+        self.prepared, self.plane, self.epoch_samples = prepared, plane, epoch_samples
         self.batch_size, self.num_workers, self.seed, self.pin_memory = batch_size, num_workers, seed, pin_memory
         self.augment = build_augment(augment, seed, extra_masks=("anomaly",))
         self.datasets: dict[str, ArrayDataset] = {}
@@ -137,7 +144,7 @@ class PlaneDataModule(pl.LightningDataModule):
             self.augment.set_random_seed(self.seed * 100_003 + epoch)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        sampler = EpochShuffleSampler(len(self.datasets[split]), self.seed) if shuffle else None
+        sampler = EpochShuffleSampler(len(self.datasets[split]), self.seed, self.epoch_samples) if shuffle else None
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, drop_last=False)

@@ -5,23 +5,30 @@ The threshold and its direction are buffers, so they travel inside the checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 
-from fbad.anomaly.scoring import ScoreSpec, anomaly_map, score_images
+from fbad.anomaly.scoring import ScoreSpec, pixel_map, score_images
 from fbad.models import build_model, split_model_config
 from fbad.models.losses import masked_mean, reconstruction_loss
 
 
 class AutoencoderModule(pl.LightningModule):
-    """Reconstruction training on normal images; `val_mse` is measured on normal validation images only."""
+    """Reconstruction training on normal images; `val_mse` is measured on normal validation images only.
+
+    It also serves (scores, thresholds, exports) every model of the `model` group, map models included: only
+    their training differs (`SyntheticAnomalyModule`; PCA and PatchCore are fitted in closed form)."""
 
     threshold: torch.Tensor  # buffers
     threshold_below: torch.Tensor
+    monitor, train_monitor = "val_mse", "train_mse"  # what checkpoints and early stopping watch
 
     def __init__(self, model: Mapping[str, Any], score: Mapping[str, Any] | None = None, plane: str = "all"):
         super().__init__()
@@ -33,6 +40,8 @@ class AutoencoderModule(pl.LightningModule):
         self.lr = float(train.get("lr") or 1e-3)
         self.weight_decay = float(train.get("weight_decay") or 0.0)
         self.spec = ScoreSpec.from_config(score)
+        if getattr(self.net, "output_kind", "reconstruction") == "map":  # its output is the map: score it as one
+            self.spec = dataclasses.replace(self.spec, method="map")
         self.register_buffer("threshold", torch.tensor(math.nan))
         self.register_buffer("threshold_below", torch.tensor(self.spec.direction == "below"))
 
@@ -59,12 +68,61 @@ class AutoencoderModule(pl.LightningModule):
 
     @torch.no_grad()
     def score_batch(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(image scores, per-pixel anomaly maps masked to the brain, reconstructions)."""
+        """(image scores, per-pixel anomaly maps masked to the brain, raw outputs: reconstructions or maps)."""
         x, mask = batch["image"].to(self.device), batch["mask"].to(self.device)
         recon = self(x)
         scores = score_images(recon, x, mask, self.spec)
-        kind = self.spec.map_kind if self.spec.method == "error" else "sq"
-        return scores, anomaly_map(recon, x, kind) * mask, recon
+        return scores, pixel_map(recon, x, self.spec) * mask, recon
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class SyntheticAnomalyModule(AutoencoderModule):
+    """Trains a map model (`nsa`) on normal frames with synthetic anomalies blended in (`model.synthesis`, see
+    `fbad.anomaly.synthetic`): binary cross-entropy plus soft Dice against the blended pieces' masks. The
+    validation frames get their own synthetic anomalies, the same ones every epoch, for `val_loss`."""
+
+    monitor, train_monitor = "val_loss", "train_loss"
+
+    def __init__(self, model: Mapping[str, Any], score: Mapping[str, Any] | None = None, plane: str = "all",
+                 seed: int = 0):
+        super().__init__(model, score, plane)
+        _, _, train = split_model_config(model)
+        self.synthesis = dict(train.get("synthesis") or {})
+        self.seed = int(seed)
+        if not hasattr(self.net, "logits"):
+            raise ValueError(f"{type(self.net).__name__} has no logits(): it cannot be trained on synthetic anomalies")
+
+    def _synthesize(self, batch: Mapping[str, Any], *key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from fbad.anomaly.synthetic import synthesize_batch
+
+        x, mask = batch["image"], batch["mask"]
+        rng = np.random.default_rng([self.seed, *key])
+        images, target = synthesize_batch(x[:, 0].cpu().numpy(), mask[:, 0].cpu().numpy(), rng, **self.synthesis)
+        return torch.from_numpy(images)[:, None].to(x), torch.from_numpy(target)[:, None].to(x)
+
+    def _loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = self.net.logits(x)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        p = torch.sigmoid(logits)
+        dice = 1.0 - (2.0 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
+        return bce + dice
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x, target = self._synthesize(batch, self.current_epoch, batch_idx)
+        loss = self._loss(x, target)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        normal = batch["label"] != 1
+        if not normal.any():
+            return
+        x, target = self._synthesize({k: batch[k][normal] for k in ("image", "mask")}, 1_000_003, batch_idx)
+        self.log("val_loss", self._loss(x, target), on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=int(normal.sum()))
+
+
+# the LightningModule that trains a model, where it is not the reconstruction default
+TRAINING_MODULES: dict[str, type[AutoencoderModule]] = {"nsa": SyntheticAnomalyModule}

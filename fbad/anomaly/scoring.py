@@ -1,5 +1,7 @@
 """From reconstructions to per-pixel anomaly maps and one score per image.
 
+A map model's output is already the anomaly map (`method: map`, set by the model itself).
+
 Every score has a direction: reconstruction errors are abnormal when ABOVE a threshold, the original
 study's mean reconstruction intensity when BELOW it. `ScoreSpec.direction` carries that to thresholds
 and metrics so nobody has to remember it.
@@ -19,7 +21,7 @@ from fbad.models.losses import binary_mask, ssim_map
 Direction = Literal["above", "below"]
 MapKind = Literal["sq", "abs", "ssim"]
 Reduction = Literal["mean", "topk", "max"]
-Method = Literal["error", "mean_intensity"]
+Method = Literal["error", "mean_intensity", "map"]
 
 DIRECTIONS: tuple[str, ...] = ("above", "below")
 
@@ -100,8 +102,8 @@ class ScoreSpec:
     topk_percent: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("error", "mean_intensity"):
-            raise ValueError(f"unknown scoring method {self.method!r}; expected error or mean_intensity")
+        if self.method not in ("error", "mean_intensity", "map"):
+            raise ValueError(f"unknown scoring method {self.method!r}; expected error, mean_intensity or map")
 
     @property
     def direction(self) -> Direction:
@@ -117,6 +119,14 @@ class ScoreSpec:
         return cls(**cfg)
 
 
+def pixel_map(output: torch.Tensor, x: torch.Tensor, spec: ScoreSpec) -> torch.Tensor:
+    """The per-pixel anomaly map (B, 1, H, W) of a model's output: the output itself for a map model
+    (`method: map`), else the reconstruction error (squared for the mean-intensity rule, which has no map)."""
+    if spec.method == "map":
+        return output
+    return anomaly_map(output, x, spec.map_kind if spec.method == "error" else "sq")
+
+
 def score_images(
     recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None, spec: ScoreSpec | None = None
 ) -> torch.Tensor:
@@ -124,4 +134,4 @@ def score_images(
     spec = spec or ScoreSpec()
     if spec.method == "mean_intensity":
         return mean_intensity(recon, mask)
-    return image_scores(anomaly_map(recon, x, spec.map_kind), mask, spec.reduction, spec.topk_percent)
+    return image_scores(pixel_map(recon, x, spec), mask, spec.reduction, spec.topk_percent)

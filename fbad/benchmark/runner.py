@@ -23,19 +23,21 @@ from fbad.anomaly.thresholds import apply_threshold, calibrate_from_config
 from fbad.benchmark.baselines import GaussianOneClass, features
 from fbad.benchmark.metrics import PairResult, detection_figures
 from fbad.benchmark.report import write_report
+from fbad.benchmark.supervised import NotApplicable, run_supervised
 from fbad.config import compose, plain_config
 from fbad.data.readers import read_dataset
 from fbad.data.records import Label, Record
 from fbad.data.splits import Splits, split_records
 from fbad.errors import UserError
-from fbad.inference.bundle import load_bundle
+from fbad.inference.bundle import Bundle, load_bundle
 from fbad.inference.predictor import predict_records
 from fbad.lesions.dataset import ensure_lesion_dataset
+from fbad.tracking import plots
 from fbad.tracking.mlflow_utils import flat_params, git_commit, log_params, setup_experiment
 from fbad.training.anomaly import run_training
 
 log = logging.getLogger(__name__)
-KINDS = ("train", "image_stats")
+KINDS = ("train", "image_stats", "supervised")
 
 
 def suite_dataset(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -97,7 +99,33 @@ def run_train_method(cfg: DictConfig, suite: str, dataset: Mapping[str, Any], sp
         "score": sign * pred["score"].to_numpy(float), "flagged": pred["label"].eq("abnormal").to_numpy(),
         "failed": failed, "reason": pred["reason"]})
     extra = {"pixel_auroc": float(summary["test_pixel_auroc_mean"])} if "test_pixel_auroc_mean" in summary else {}
+    fig = examples_figure(bundle, splits.test, scores, f"{suite} / {method}", workers=cfg.workers)
+    if fig is not None:
+        path = run_dir.parent.parent / f"examples_{suite}_{method}.png"
+        fig.savefig(path, dpi=110)
+        plots.close(fig)
+        MlflowClient().log_artifact(run_id, str(path))
     return PairResult(suite, method, {}, scores, run_id, time.perf_counter() - t0, extra)
+
+
+def examples_figure(bundle: Bundle, test: list[Record], scores: pd.DataFrame, title: str, k: int = 6,
+                    workers: int | None = None) -> Any:
+    """The k highest-scoring normal test frames and the k lowest-scoring abnormal ones the threshold missed, each
+    with its anomaly map: where a method goes wrong, to look at rather than read. None when there are neither."""
+    ok = ~scores["failed"].to_numpy(bool) & (scores["label"].to_numpy() >= 0)
+    picks = {"highest-scoring normal": scores[ok & (scores["label"] == 0)].nlargest(k, "score"),
+             "missed abnormal": scores[ok & (scores["label"] == 1) & ~scores["flagged"]].nsmallest(k, "score")}
+    by_path = {str(r.path): r for r in test}
+    groups = {}
+    for name, rows in picks.items():
+        recs = [by_path[p] for p in rows["path"]]
+        if not recs:
+            continue
+        pred = predict_records(bundle, recs, keep_maps=len(recs), maps_of="all", workers=workers, progress=False)
+        shown = sorted(pred.maps, key=lambda m: m[0])  # in the order picked
+        titles = [f"{recs[i].anomaly_type or 'normal'}\n{rows['score'].iloc[i]:.3g}" for i, _, _ in shown]
+        groups[name] = ([img for _, img, _ in shown], [m for _, _, m in shown], titles)
+    return plots.examples_grid(groups, title) if groups else None
 
 
 def run_image_stats(cfg: DictConfig, suite: str, splits: Splits, run_id: str) -> PairResult:
@@ -164,8 +192,15 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> list[PairResult]:
                     if kind == "train":
                         res = run_train_method(cfg, suite, dataset, splits, method, list(spec.get("overrides", [])),
                                                run_dir / suite / method, child)
+                    elif kind == "supervised":
+                        res = run_supervised(cfg, suite, dataset, run_dir / suite / method, child)
                     else:
                         res = run_image_stats(cfg, suite, splits, child)
+                except NotApplicable as why:
+                    log.info("%s / %s: skipped: %s", suite, method, why)
+                    client.set_tag(child, "fbad.skipped", str(why))
+                    client.set_terminated(child, "FINISHED")
+                    continue
                 except BaseException:
                     client.set_terminated(child, "FAILED")
                     raise

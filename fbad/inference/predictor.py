@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from fbad.anomaly.preprocessor import Preprocessor
-from fbad.anomaly.scoring import anomaly_map, score_images
+from fbad.anomaly.scoring import pixel_map, score_images
 from fbad.anomaly.thresholds import apply_threshold
 from fbad.data.imageio import SkipLog, read_gray
 from fbad.data.records import BRAIN_PLANES, Plane, Record
@@ -128,8 +128,10 @@ class _PlaneInput:
 
 def predict_records(bundle: Bundle, records: Sequence[Record], backend: str = "torch", *,
                     onnx_dir: Path | None = None, batch_size: int = 64, workers: int | None = None,
-                    progress: bool = True, keep_maps: int = 0, device: str = "cpu") -> Prediction:
-    """Label every record; see the module docstring for what each row says."""
+                    progress: bool = True, keep_maps: int = 0, device: str = "cpu",
+                    maps_of: str = "flagged") -> Prediction:
+    """Label every record; see the module docstring for what each row says. `keep_maps` keeps the anomaly maps
+    of that many highest-scoring frames: of the flagged ones (`maps_of="flagged"`) or of any (`"all"`)."""
     recon = reconstructors(bundle, backend, onnx_dir, device)
     routes = route_planes(bundle, records, workers=workers, progress=progress)
     rows: list[dict[str, Any]] = [{"path": str(r.path), "true_label": str(r.label), "plane": p, "plane_source": src,
@@ -163,11 +165,11 @@ def predict_records(bundle: Bundle, records: Sequence[Record], backend: str = "t
             rec = torch.from_numpy(recon[plane](x.numpy()))
             scores = score_images(rec, x, mask, spec).numpy()
             abnormal = apply_threshold(scores, pm.threshold, spec.direction)
-            amap = (anomaly_map(rec, x, spec.map_kind if spec.method == "error" else "sq") * mask)[:, 0].numpy()
+            amap = (pixel_map(rec, x, spec) * mask)[:, 0].numpy()
             for k, (i, _) in enumerate(chunk):
                 rows[i].update(score=float(scores[k]), threshold=pm.threshold,
                                label="abnormal" if abnormal[k] else "normal")
-                if abnormal[k] and keep_maps:
+                if keep_maps and (abnormal[k] or maps_of == "all"):
                     maps.append((float(scores[k]), i, x[k, 0].numpy(), amap[k]))
     maps.sort(key=lambda m: -m[0])
     return Prediction(table=pd.DataFrame(rows, columns=COLUMNS), skipped=skipped,

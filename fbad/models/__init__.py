@@ -1,4 +1,8 @@
-"""Per-plane anomaly models as plain nn.Modules (no Lightning), built from the `model` config group."""
+"""Per-plane anomaly models as plain nn.Modules (no Lightning), built from the `model` config group.
+
+A model's output is a reconstruction of its input (the default) or, where the class says
+`output_kind = "map"`, the per-pixel anomaly map itself (PatchCore, the synthetic-anomaly U-Net `nsa`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,19 @@ from torch import nn
 
 from fbad.models.conv_ae import ConvAE
 from fbad.models.losses import LOSSES, reconstruction_loss, ssim_map
+from fbad.models.nsa import SyntheticAnomalyNet
+from fbad.models.patchcore import PatchCore
 from fbad.models.pca import PCABaseline
 from fbad.models.seed_ae import SeedAE
 
-MODELS: dict[str, type[nn.Module]] = {"seed_ae": SeedAE, "conv_ae": ConvAE, "pca": PCABaseline}
+MODELS: dict[str, type[nn.Module]] = {"seed_ae": SeedAE, "conv_ae": ConvAE, "pca": PCABaseline,
+                                     "patchcore": PatchCore, "nsa": SyntheticAnomalyNet}
+# Models fitted in closed form by `net.fit(images, masks)` on the normal training images, not by gradient steps.
+CLOSED_FORM = frozenset({"pca", "patchcore"})
 
 # Keys of a model yaml that configure its training, not its constructor.
-TRAINING_KEYS = frozenset({"lr", "loss", "weight_decay", "ssim_weight", "optimizer", "scheduler", "epochs"})
+TRAINING_KEYS = frozenset({"lr", "loss", "weight_decay", "ssim_weight", "optimizer", "scheduler", "epochs",
+                           "synthesis"})
 
 
 def split_model_config(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -55,8 +65,11 @@ __all__ = [
     "MODELS",
     "TRAINING_KEYS",
     "ConvAE",
+    "CLOSED_FORM",
     "PCABaseline",
+    "PatchCore",
     "SeedAE",
+    "SyntheticAnomalyNet",
     "build_model",
     "reconstruction_loss",
     "split_model_config",

@@ -32,8 +32,9 @@ class PCABaseline(nn.Module):
         return self.components.numel() > 0
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> PCABaseline:
-        """Fit on normal training images (N, C, H, W)."""
+    def fit(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PCABaseline:
+        """Fit on normal training images (N, C, H, W); whole images (a mask would not change the components
+        that reconstruct them)."""
         if x.ndim != 4:
             raise ValueError(f"fit needs (N, C, H, W) images, got shape {tuple(x.shape)}")
         n = x.shape[0]

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fbad.models.backbone import DEFAULT_WIDTHS, conv_blocks
+
 
 class PlaneNet(nn.Module):
     """Conv-BN-ReLU blocks, each halving the resolution, then global average pooling and a linear head.
@@ -15,25 +17,16 @@ class PlaneNet(nn.Module):
     of a 96 px input sees the whole head, which the plane depends on (thalami vs. cerebellum vs. atria).
     """
 
-    def __init__(self, n_classes: int, widths: Sequence[int] = (8, 16, 32, 64, 128), convs_per_block: int = 2,
+    def __init__(self, n_classes: int, widths: Sequence[int] = DEFAULT_WIDTHS, convs_per_block: int = 2,
                  dropout: float = 0.2, in_channels: int = 1):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
-        if not widths:
-            raise ValueError("widths must name at least one block")
         self.n_classes, self.widths = int(n_classes), [int(w) for w in widths]
         self.convs_per_block, self.dropout = int(convs_per_block), float(dropout)
-        layers: list[nn.Module] = []
-        c = in_channels
-        for w in self.widths:
-            for _ in range(self.convs_per_block):
-                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-                c = w
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+        self.features = conv_blocks(self.widths, self.convs_per_block, in_channels)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(self.dropout),
-                                  nn.Linear(c, self.n_classes))
+                                  nn.Linear(self.widths[-1], self.n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, n_classes) of (N, 1, S, S) inputs in [0, 1]."""

@@ -124,7 +124,7 @@ class EpochMetricsLogger(pl.Callback):
     """Per-epoch metrics to the plane's child run (plain names) and to the parent (`<plane>/name`)."""
 
     def __init__(self, child_run_id: str, parent_run_id: str | None, plane: str,
-                 names: tuple[str, ...] = ("train_mse", "val_mse", "train_loss")):
+                 names: tuple[str, ...] = ("train_mse", "val_mse", "train_loss", "val_loss")):
         self.child, self.parent, self.plane, self.names = child_run_id, parent_run_id, plane, names
         self.history: dict[str, list[float]] = {n: [] for n in names}
 

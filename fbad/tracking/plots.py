@@ -78,6 +78,29 @@ def reconstruction_grid(images: np.ndarray, recons: np.ndarray, maps: np.ndarray
     return fig
 
 
+def examples_grid(groups: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[str]]],
+                  title: str = "") -> Figure:
+    """Per group (e.g. "highest-scoring normal", "missed abnormal") a row of inputs and a row of their anomaly
+    maps, one colour scale for every map so that rows compare."""
+    n = max([len(imgs) for imgs, _, _ in groups.values()] + [1])
+    fig, axes = plt.subplots(2 * len(groups), n, figsize=(1.9 * n, 3.9 * len(groups)), squeeze=False)
+    every = [np.asarray(m).ravel() for _, maps, _ in groups.values() for m in maps]
+    vmax = float(np.percentile(np.concatenate(every), 99.5)) if every else 1.0
+    for g, (name, (images, maps, titles)) in enumerate(groups.items()):
+        for i, (img, amap, t) in enumerate(zip(images, maps, titles, strict=True)):
+            axes[2 * g, i].imshow(img, cmap="gray", vmin=0, vmax=1)
+            axes[2 * g, i].set_title(t, fontsize=7)
+            axes[2 * g + 1, i].imshow(amap, cmap="inferno", vmin=0, vmax=max(vmax, 1e-6))
+        axes[2 * g, 0].text(-0.08, 0.5, name, transform=axes[2 * g, 0].transAxes, rotation=90, va="center",
+                            ha="right", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix_plot(matrix: np.ndarray, labels: Sequence[str], title: str) -> Figure:
     """Counts (rows: truth, columns: prediction), each cell shaded by its share of the row (recall)."""
     m = np.asarray(matrix, dtype=float)

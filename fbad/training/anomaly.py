@@ -25,17 +25,18 @@ from omegaconf import DictConfig, OmegaConf
 from fbad.anomaly.datamodule import PlaneDataModule, PreparedData, prepare_data
 from fbad.anomaly.metrics import detection_rate_by, evaluate, pixel_auroc, pr_curve_data, roc_curve_data
 from fbad.anomaly.model_file import save_plane_model
-from fbad.anomaly.module import AutoencoderModule
+from fbad.anomaly.module import TRAINING_MODULES, AutoencoderModule
 from fbad.anomaly.thresholds import ThresholdResult, calibrate_from_config
 from fbad.config import plain_config
 from fbad.data.records import BRAIN_PLANES, Plane
-from fbad.models import split_model_config
+from fbad.models import CLOSED_FORM, split_model_config
 from fbad.tracking import plots
 from fbad.tracking.mlflow_utils import EpochMetricsLogger, setup_experiment, start_command_run
 from fbad.training.fit import build_trainer, early_stopping
 from fbad.training.summary import print_summary
 
 if TYPE_CHECKING:
+    from fbad.models.patchcore import PatchCore
     from fbad.models.pca import PCABaseline
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
         return _result_from_state(plane_state["result"])
 
     dm = PlaneDataModule(prepared, plane, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                         augment=cfg.data.augment, seed=cfg.seed, pin_memory=cfg.trainer.get("accelerator") == "gpu")
+                         augment=cfg.data.augment, seed=cfg.seed, pin_memory=cfg.trainer.get("accelerator") == "gpu",
+                         epoch_samples=cfg.data.get("epoch_samples"))
     counts = {k: len(v) for k, v in dm.datasets.items()}
     child = mlflow.start_run(run_id=plane_state.get("run_id"), run_name=None if plane_state.get("run_id") else name,
                              nested=True, parent_run_id=parent_id)
@@ -158,12 +160,16 @@ def _run_plane(cfg: DictConfig, prepared: PreparedData, plane: Plane | None, run
     mlflow.log_params({"plane": name, **{f"n_{k}": v for k, v in counts.items()}})
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = AutoencoderModule(cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
-                               cast(dict[str, Any], OmegaConf.to_container(cfg.score, resolve=True)), plane=name)
     model_name, _, _ = split_model_config(cfg.model)
+    model_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True))
+    score_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.score, resolve=True))
+    if model_name in TRAINING_MODULES:
+        module: AutoencoderModule = TRAINING_MODULES[model_name](model_cfg, score_cfg, plane=name, seed=int(cfg.seed))
+    else:
+        module = AutoencoderModule(model_cfg, score_cfg, plane=name)
     t0 = time.perf_counter()
-    if model_name == "pca":
-        history, best_val = _fit_pca(module, dm)
+    if model_name in CLOSED_FORM:
+        history, best_val = _fit_closed_form(module, dm)
         epochs = 1
     else:
         history, best_val, epochs = _fit_lightning(cfg, module, dm, plane_dir, child.info.run_id, parent_id, name,
@@ -207,7 +213,7 @@ def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModu
 
     ckpt_dir = plane_dir / "checkpoints"
     has_val = any(dm.datasets["val"].labels != 1)
-    monitor = "val_mse" if has_val else "train_mse"
+    monitor = module.monitor if has_val else module.train_monitor
     # saved once the epoch has fully ended (validation included), so a resume starts the next epoch
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True,
                                  save_on_train_epoch_end=True)
@@ -235,16 +241,24 @@ def _history_from_mlflow(run_id: str, names: tuple[str, ...]) -> dict[str, list[
     return {n: [m.value for m in sorted(client.get_metric_history(run_id, n), key=lambda m: m.step)] for n in names}
 
 
-def _fit_pca(module: AutoencoderModule, dm: PlaneDataModule) -> tuple[dict[str, list[float]], float]:
-    """Closed-form fit of the PCA baseline on all normal training images (no augmentation)."""
+def _fit_closed_form(module: AutoencoderModule, dm: PlaneDataModule) -> tuple[dict[str, list[float]], float]:
+    """`net.fit(images, masks)` on all normal training images (no augmentation): PCA, PatchCore's bank.
+
+    A reconstruction model reports its MSE; a map model (which reconstructs nothing) the mean score of the
+    normal validation images, as `val_score`."""
     train = dm.datasets["train"]
-    x = torch.stack([torch.from_numpy(np.asarray(train.arrays["image"][r], dtype=np.float32))[None]
-                     for r in train.rows])
-    cast("PCABaseline", module.net).fit(x)  # the `pca` model
+    x = torch.from_numpy(np.asarray(train.arrays["image"][train.rows], dtype=np.float32))[:, None]
+    mask = torch.from_numpy(np.asarray(train.arrays["mask"][train.rows], dtype=np.float32))[:, None]
+    cast("PCABaseline | PatchCore", module.net).fit(x, mask)
     val = _score_split(module, dm, "val")
-    normal = val["mse"][val["labels"] != 1]
-    train_mse = float(((module.net(x) - x) ** 2).mean())
-    best = float(normal.mean()) if len(normal) else float("nan")
+    normal = val["labels"] != 1
+    if module.spec.method == "map":
+        best = float(val["scores"][normal].mean()) if normal.any() else float("nan")
+        mlflow.log_metrics({"val_score": best}, step=0)
+        return {"val_score": [best]}, best
+    with torch.no_grad():
+        train_mse = float(((module.net(x) - x) ** 2).mean())
+    best = float(val["mse"][normal].mean()) if normal.any() else float("nan")
     mlflow.log_metrics({"train_mse": train_mse, "val_mse": best}, step=0)
     return {"train_mse": [train_mse], "val_mse": [best]}, best
 
@@ -335,7 +349,8 @@ def _severity_bin(s: float) -> str:
 
 def _log_plots(module: AutoencoderModule, dm: PlaneDataModule, name: str, history: Mapping[str, list[float]],
                val: dict[str, Any], test: dict[str, Any] | None, thr: ThresholdResult) -> None:
-    fig = plots.loss_curves({name: {k: v for k, v in history.items() if k in ("train_mse", "val_mse")}})
+    curves = (module.train_monitor, module.monitor, "val_score")  # val_score: a closed-form map model's one point
+    fig = plots.loss_curves({name: {k: v for k, v in history.items() if k in curves and v}})
     mlflow.log_figure(fig, "plots/loss_curves.png")
     plots.close(fig)
     data = test if test is not None and len(test["scores"]) else val
@@ -371,12 +386,21 @@ def _grid_examples(labels: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray
     return np.concatenate([pick_n, pick_a]).astype(int)
 
 
+def _curves(run_id: str) -> dict[str, list[float]]:
+    """A plane's training curves: MSE for reconstruction models, the loss for the others."""
+    for names in (("train_mse", "val_mse"), ("train_loss", "val_loss"), ("val_score",)):
+        history = {k: v for k, v in _history_from_mlflow(run_id, names).items() if v}
+        if history:
+            return history
+    return {}
+
+
 def _finish_parent(cfg: DictConfig, results: dict[str, PlaneResult], prepared: PreparedData,
                    run_dir: Path) -> dict[str, float]:
     thresholds = {p: r.threshold.to_dict() for p, r in results.items()}
     (run_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
     mlflow.log_dict(thresholds, "thresholds.json")
-    history = {p: _history_from_mlflow(r.run_id, ("train_mse", "val_mse")) for p, r in results.items()}
+    history = {p: _curves(r.run_id) for p, r in results.items()}
     fig = plots.loss_curves(history)
     mlflow.log_figure(fig, "plots/loss_curves.png")
     plots.close(fig)

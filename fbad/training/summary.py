@@ -15,7 +15,9 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 def print_summary(results: dict[str, Any], prepared: Any, parent_run_id: str, cfg: Any) -> None:
     table = Table(title="fbad train: per-plane summary")
-    for col in ("plane", "train", "val", "test", "best val MSE", "threshold", "AUROC", "F1", "flagged"):
+    # best val: the monitored validation figure (MSE of a reconstruction model, the loss of nsa, the mean
+    # normal score of a closed-form map model)
+    for col in ("plane", "train", "val", "test", "best val", "threshold", "AUROC", "F1", "flagged"):
         table.add_column(col, justify="left" if col == "plane" else "right")
     for name, r in results.items():
         c = r.counts

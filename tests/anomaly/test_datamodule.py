@@ -54,6 +54,16 @@ def test_sampler_depends_only_on_seed_and_epoch():
     assert list(a) != list(b)
 
 
+def test_a_fixed_epoch_length_walks_whole_permutations():
+    s = EpochShuffleSampler(50, seed=3, length=120)
+    idx = list(s)
+    assert len(s) == len(idx) == 120
+    assert sorted(idx[:50]) == sorted(idx[50:100]) == list(range(50))  # every image before any repeats
+    assert len(set(idx[100:])) == 20
+    assert idx == list(EpochShuffleSampler(50, seed=3, length=120))
+    assert len(EpochShuffleSampler(50, seed=3, length=None)) == 50
+
+
 def test_empty_plane_is_a_clear_error(prepared):
     data, _ = prepared
     with pytest.raises(DatasetError, match="plane other: no normal training images"):

@@ -82,7 +82,8 @@ def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     out = tmp_path / "outputs"
     cfg = compose("benchmark", [
         f"paths.root={out}", f"real_data={tiny_real}", "suites=[real_abnormalities,lesions,phantom]",
-        "methods=[image_stats,pca,conv_ae]", "threshold.min_count=2", "workers=1",
+        "methods=[image_stats,pca,conv_ae,patchcore,supervised]", "threshold.min_count=2", "workers=1",
+        "supervised.epochs=2",
         "suite_defs.phantom.dataset.n_per_plane=8", "suite_defs.phantom.dataset.size=96",
         "train=['trainer.max_epochs=1','preprocess.image_size=32','data.preprocess_workers=1']",
     ])
@@ -91,8 +92,11 @@ def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     results = run_benchmark(cfg, run_dir)
 
     table = pd.read_csv(run_dir / "benchmark.csv")
+    methods = ("image_stats", "pca", "conv_ae", "patchcore", "supervised")
+    # the supervised bound needs abnormal training frames: lesions are formed in test frames only, so it skips
     assert list(zip(table["suite"], table["method"], strict=True)) == [
-        (s, m) for s in ("real_abnormalities", "lesions", "phantom") for m in ("image_stats", "pca", "conv_ae")]
+        (s, m) for s in ("real_abnormalities", "lesions", "phantom") for m in methods
+        if (s, m) != ("lesions", "supervised")]
     assert table["auroc"].between(0, 1).all()
     assert (table.loc[table["method"] == "image_stats", "auroc_vs_image_stats"] == 0).all()
     for r in results:  # every test frame is scored or listed as failed, none lost
@@ -112,7 +116,12 @@ def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     runs = client.search_runs([exp.experiment_id])
     parent = [r for r in runs if r.data.tags.get("fbad.command") == "benchmark" and "fbad.role" not in r.data.tags]
     pairs = [r for r in runs if r.data.tags.get("fbad.role") == "pair"]
-    assert len(parent) == 1 and len(pairs) == 9  # a training's own per-plane run nests below its pair
+    assert len(parent) == 1 and len(pairs) == 15  # a training's own per-plane run nests below its pair
+    skipped = [r for r in pairs if "fbad.skipped" in r.data.tags]
+    assert [r.data.tags["fbad.method"] + "@" + r.data.tags["fbad.suite"] for r in skipped] == ["supervised@lesions"]
+    # every trained method shows its worst normal frames and missed abnormal ones, with their maps
+    for m in ("pca", "conv_ae", "patchcore"):
+        assert (run_dir / f"examples_real_abnormalities_{m}.png").is_file()
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in pairs)
     assert "real_abnormalities/conv_ae/auroc" in parent[0].data.metrics
@@ -143,3 +152,23 @@ def test_lesions_reader_refuses_a_folder_that_is_not_a_lesion_dataset(tmp_path):
 
     with pytest.raises(DatasetError, match="index.csv not found: not a lesion dataset"):
         read_dataset({"name": "lesions", "root": str(tmp_path)})
+
+
+def test_supervised_bound_trains_on_abnormal_frames_with_no_patient_on_two_sides(tiny_real, tmp_path):
+    from fbad.benchmark.runner import suite_dataset
+    from fbad.benchmark.supervised import supervised_data
+
+    cfg = compose("benchmark", [f"paths.root={tmp_path}", f"real_data={tiny_real}", "workers=1"])
+    tcfg = compose("train", [f"paths.root={tmp_path}", "preprocess.image_size=32"])
+    prepared = supervised_data(cfg, suite_dataset(cfg, "real_abnormalities"), tcfg)
+    s = prepared.splits
+    assert {r.label.value for r in s.train} == {"normal", "abnormal"}  # what a one-class split would exclude
+    assert not any(r.label.value == "abnormal" for r in s.excluded)
+    sides = [{r.patient_id for r in part} for part in (s.train, s.val, s.test)]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    # the same validation and test frames as every one-class method of the suite
+    from fbad.benchmark.runner import suite_splits
+
+    one_class = suite_splits(suite_dataset(cfg, "real_abnormalities"), float(cfg.val_fraction), int(cfg.seed))
+    assert [r.path for r in one_class.test] == [r.path for r in s.test]
+    assert [r.path for r in one_class.val] == [r.path for r in s.val]

@@ -12,7 +12,9 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from fbad.models import (
+    CLOSED_FORM,
     ConvAE,
+    PatchCore,
     PCABaseline,
     SeedAE,
     build_model,
@@ -260,12 +262,12 @@ def test_pca_errors_are_clear():
 
 def _model_yaml(name: str, image_size: int = 64) -> dict:
     """The model group as train.yaml composes it (input_size may interpolate preprocess.image_size)."""
-    root = OmegaConf.create({"preprocess": {"image_size": image_size}})
+    root = OmegaConf.create({"preprocess": {"image_size": image_size}, "seed": 0})
     root.model = OmegaConf.load(CONF / f"{name}.yaml")
     return OmegaConf.to_container(root.model, resolve=True)
 
 
-@pytest.mark.parametrize("name", ["seed_ae", "conv_ae", "pca"])
+@pytest.mark.parametrize("name", ["seed_ae", "conv_ae", "pca", "patchcore"])
 def test_model_yamls_build(name):
     cfg = _model_yaml(name)
     assert cfg["name"] == name
@@ -273,8 +275,8 @@ def test_model_yamls_build(name):
     assert model_name == name and {"lr", "loss", "weight_decay"} <= set(train)
     assert not {"lr", "loss", "weight_decay"} & set(kwargs)
     model = build_model(cfg)
-    assert isinstance(model, {"seed_ae": SeedAE, "conv_ae": ConvAE, "pca": PCABaseline}[name])
-    if name != "pca":
+    assert isinstance(model, {"seed_ae": SeedAE, "conv_ae": ConvAE, "pca": PCABaseline, "patchcore": PatchCore}[name])
+    if name not in CLOSED_FORM:
         size = cfg.get("input_size", 64)
         assert model(torch.rand(2, 1, size, size)).shape == (2, 1, size, size)
 

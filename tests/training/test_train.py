@@ -129,6 +129,29 @@ def test_pca_baseline_and_seed_rule(tmp_path):
     assert children[0].data.metrics["threshold"] == pytest.approx(0.15)
 
 
+def test_map_models_train_calibrate_and_reload(tmp_path):
+    """PatchCore (closed form) and the synthetic-anomaly U-Net (Lightning, its own loss) through `fbad train`:
+    their maps are scored as maps, their curves logged, and the saved model gives the same scores again."""
+    for name, extra in (("patchcore", ["model.widths=[8,16,32]", "model.blocks=[0,1]"]),
+                        ("nsa", ["model.widths=[8,16]"])):
+        cfg = tiny([f"model={name}", *extra, "planes=[all]", f"logger.experiment={name}"], small_model=False)
+        summary = run_training(cfg, tmp_path / name)
+        assert np.isfinite(summary["test_auroc_mean"])
+        parents, children = _runs(cfg, _client(cfg))
+        curve = {"patchcore": "val_score", "nsa": "val_loss"}[name]
+        history = MlflowClient().get_metric_history(children[0].info.run_id, curve)
+        assert len(history) == (1 if name == "patchcore" else 3)
+        module, blob = load_plane_model(tmp_path / name / "all" / "model.pt")
+        assert module.spec.method == "map" and blob["threshold"]["value"] == pytest.approx(
+            children[0].data.metrics["threshold"])
+        x = torch.rand(3, 1, 32, 32)
+        with torch.no_grad():
+            out = module(x)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        if name == "nsa":
+            assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0  # a probability map
+
+
 def test_unlabelled_images_are_trained_and_flagged_but_never_measured(tmp_path, small_phantom):
     """FETAL_PLANES_DB has no anomaly labels: its images must not count as normal in test metrics."""
     import csv
