@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -103,7 +103,7 @@ class SyntheticAnomalyModule(AutoencoderModule):
         return torch.from_numpy(images)[:, None].to(x), torch.from_numpy(target)[:, None].to(x)
 
     def _loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = self.net.logits(x)
+        logits = cast(Any, self.net).logits(x)  # checked in __init__
         bce = F.binary_cross_entropy_with_logits(logits, target)
         p = torch.sigmoid(logits)
         dice = 1.0 - (2.0 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
@@ -125,4 +125,4 @@ class SyntheticAnomalyModule(AutoencoderModule):
 
 
 # the LightningModule that trains a model, where it is not the reconstruction default
-TRAINING_MODULES: dict[str, type[AutoencoderModule]] = {"nsa": SyntheticAnomalyModule}
+TRAINING_MODULES: dict[str, type[SyntheticAnomalyModule]] = {"nsa": SyntheticAnomalyModule}

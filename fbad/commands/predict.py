@@ -34,7 +34,7 @@ def _app(cfg: DictConfig) -> None:
     from fbad.inference.bundle import load_bundle
     from fbad.inference.inputs import read_inputs
     from fbad.inference.overlays import grid, heat_overlay, inside, safe_name
-    from fbad.inference.predictor import predict_records
+    from fbad.inference.predictor import predict_records, unrouted_hint
     from fbad.tracking.mlflow_utils import command_run, setup_experiment
 
     out = Path(cfg.out)
@@ -47,7 +47,8 @@ def _app(cfg: DictConfig) -> None:
 
     t0 = time.perf_counter()
     pred = predict_records(bundle, records, cfg.backend, onnx_dir=out / "onnx", batch_size=cfg.batch_size,
-                           workers=cfg.workers, progress=cfg.progress, keep_maps=cfg.overlays, device=cfg.device)
+                           workers=cfg.workers, progress=cfg.progress, keep_maps=cfg.overlays, device=cfg.device,
+                           plane=cfg.plane)
     seconds = time.perf_counter() - t0
     skipped = SkipLog(rows=read.skipped.rows + pred.skipped.rows)
     pred.table.to_csv(out / "predictions.csv", index=False)
@@ -80,6 +81,9 @@ def _app(cfg: DictConfig) -> None:
     print_table(summary, title=f"fbad predict: {len(records)} images, {metrics['images_per_s']:.1f} img/s "
                                f"({cfg.backend})")
     print(f"predictions: {out / 'predictions.csv'}" + (f"; skipped: {out / 'skipped.csv'}" if len(skipped) else ""))
+    hint = unrouted_hint(pred.table, bundle)
+    if hint:
+        log.warning(hint)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def read_gray(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise BadImageError(path, "empty file (0 bytes)")
     if not any(data.startswith(m) for m in _MAGIC):
         raise BadImageError(path, "not an image file (unrecognised header)")
+    claimed = header_pixels(data)
+    if claimed is not None and claimed > max_pixels:  # refused before a decoder allocates anything
+        raise BadImageError(path, f"image too large (its header claims {claimed} > {max_pixels} pixels)")
     buf = np.frombuffer(data, np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -58,6 +61,31 @@ def read_gray(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if _truncated(data):
         raise BadImageError(path, "truncated image (file ends before the image data)")
     return np.ascontiguousarray(img)
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width x height as the file's header states it, read without decoding the pixels (Pillow parses only
+    the header on open); None when the header cannot be read (the decoder then reports what is wrong).
+
+    The pixel count of a decoded image is checked too, but a few-kB PNG can claim 30,000 x 30,000 pixels and a
+    decoder allocates that before any check after it could run."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return int(im.size[0]) * int(im.size[1])
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (far above ours) refused it; it names the size
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return int(found.group(1)) if found else int(Image.MAX_IMAGE_PIXELS or 0) * 2 + 1
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to report
+        return None
 
 
 def _truncated(data: bytes) -> bool:

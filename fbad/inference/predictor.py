@@ -23,6 +23,7 @@ from fbad.anomaly.thresholds import apply_threshold
 from fbad.data.imageio import SkipLog, read_gray
 from fbad.data.records import BRAIN_PLANES, Plane, Record
 from fbad.engine.parallel import safe_map
+from fbad.errors import UserError
 from fbad.inference.backends import BACKENDS, OnnxReconstructor, Reconstructor, TorchReconstructor, export_onnx
 from fbad.inference.bundle import Bundle
 from fbad.planes import PlaneClassifier
@@ -74,19 +75,23 @@ def reconstructors(bundle: Bundle, backend: str, onnx_dir: Path | None = None,
 
 
 def route_planes(bundle: Bundle, records: Sequence[Record], workers: int | None = None,
-                 progress: bool = False) -> list[tuple[str | None, str, float, str]]:
+                 progress: bool = False, plane: str | None = None) -> list[tuple[str | None, str, float, str]]:
     """(plane or None, where it came from, confidence, why not) per record.
 
     The index's plane wins; unknown planes go to the plane classifier when the bundle has one; a
-    single model over all planes takes every image.
+    single model over all planes takes every image; `plane` (one the model covers) takes every image to
+    that plane's model, whatever the index or a classifier would say.
     """
+    forced = _forced_plane(bundle, plane)
     routes: list[tuple[str | None, str, float, str]] = []
     unknown: list[int] = []
     for i, r in enumerate(records):
-        if "all" in bundle.planes:
+        if forced is not None:
+            routes.append((forced, "forced", 1.0, ""))
+        elif "all" in bundle.planes:
             routes.append(("all", "single_model", 1.0, ""))
         elif r.plane is Plane.UNKNOWN:
-            routes.append((None, "unknown", float("nan"), "no plane given and no plane classifier in the model"))
+            routes.append((None, "unknown", float("nan"), NO_ROUTE))
             unknown.append(i)
         else:
             routes.append((str(r.plane), "index", 1.0, ""))
@@ -95,6 +100,32 @@ def route_planes(bundle: Bundle, records: Sequence[Record], workers: int | None 
     return [(p, src, conf, why) if p is None or p in bundle.planes else
             (p, src, conf, why or f"plane {p} is not one the model covers ({', '.join(sorted(bundle.planes))})")
             for p, src, conf, why in routes]
+
+
+def _forced_plane(bundle: Bundle, plane: str | None) -> str | None:
+    if plane in (None, ""):
+        return None
+    try:
+        name = str(Plane.parse(str(plane)))
+    except ValueError as exc:
+        raise UserError(f"plane={plane}: {exc}") from None
+    if name not in bundle.planes:
+        raise UserError(f"plane={plane}: the model has no {name} model (it covers {', '.join(sorted(bundle.planes))})")
+    return name
+
+
+NO_ROUTE = "no plane given and no plane classifier in the model"
+
+
+def unrouted_hint(table: pd.DataFrame, bundle: Bundle) -> str | None:
+    """One line for the frames that could not be routed for want of a plane, with the ways to fix it."""
+    n = int((table["reason"] == NO_ROUTE).sum())
+    if not n:
+        return None
+    planes = "|".join(sorted(bundle.planes))
+    return (f"{n} of {len(table)} images have no plane and the model has no plane classifier: pass "
+            f"plane=<{planes}> if they are all of one plane, give the plane per image (plane subfolders, or a CSV "
+            f"with path,plane), or train the model with classifier=<plane_classifier.pt> so that it routes them")
 
 
 def _classify(bundle: Bundle, records: Sequence[Record], idx: list[int],
@@ -129,11 +160,11 @@ class _PlaneInput:
 def predict_records(bundle: Bundle, records: Sequence[Record], backend: str = "torch", *,
                     onnx_dir: Path | None = None, batch_size: int = 64, workers: int | None = None,
                     progress: bool = True, keep_maps: int = 0, device: str = "cpu",
-                    maps_of: str = "flagged") -> Prediction:
+                    maps_of: str = "flagged", plane: str | None = None) -> Prediction:
     """Label every record; see the module docstring for what each row says. `keep_maps` keeps the anomaly maps
     of that many highest-scoring frames: of the flagged ones (`maps_of="flagged"`) or of any (`"all"`)."""
     recon = reconstructors(bundle, backend, onnx_dir, device)
-    routes = route_planes(bundle, records, workers=workers, progress=progress)
+    routes = route_planes(bundle, records, workers=workers, progress=progress, plane=plane)
     rows: list[dict[str, Any]] = [{"path": str(r.path), "true_label": str(r.label), "plane": p, "plane_source": src,
              "plane_confidence": conf, "score": np.nan, "threshold": np.nan, "label": "unsupported_plane",
              "segmentation": "", "reason": why}

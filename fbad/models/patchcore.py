@@ -77,7 +77,7 @@ class PatchCore(nn.Module):
             f = self.patch_features(x[i:i + batch_size])
             f = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
             if mask is not None:
-                m = F.adaptive_avg_pool2d(mask[i:i + batch_size].float(), tuple(self._grid(x))).reshape(-1) > 0.5
+                m = F.adaptive_avg_pool2d(mask[i:i + batch_size].float(), self._grid(x)).reshape(-1) > 0.5
                 f = f[m] if bool(m.any()) else f
             feats.append(f)
         bank = torch.cat(feats)

@@ -89,6 +89,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: Sequence[pl.Callb
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _load_state(run_dir)
+    classifier = _bundle_classifier(cfg.get("classifier"), run_dir, cfg.paths.mlflow_uri)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
@@ -109,6 +110,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: Sequence[pl.Callb
             results[name] = _run_plane(cfg, prepared, plane, run_dir, state, parent, callbacks or [])
             _save_state(run_dir, state)
         summary = _finish_parent(cfg, results, prepared, run_dir)
+        if classifier is not None:
+            mlflow.log_artifact(str(classifier), artifact_path="model")
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit | RunStopped) else "FAILED"
         _end_all_runs(status, str(exc) or type(exc).__name__)
@@ -119,6 +122,24 @@ def run_training(cfg: DictConfig, run_dir: Path, *, callbacks: Sequence[pl.Callb
 
     print_summary(results, prepared, parent, cfg)
     return summary
+
+
+def _bundle_classifier(source: str | None, run_dir: Path, tracking_uri: str) -> Path | None:
+    """`classifier=<path | runs:/… | models:/…>`: the plane classifier, checked by loading it, copied into the run
+    folder, so that the trained model (a run folder, its export or its published version) routes frames itself."""
+    if source in (None, "", "???"):
+        return None
+    import shutil
+
+    from fbad.planes.classifier import WEIGHTS_NAME, PlaneClassifier
+    from fbad.tracking.artifacts import find_file
+
+    path = find_file(source, WEIGHTS_NAME, "plane classifier", tracking_uri)
+    PlaneClassifier.load(path)  # a file that is no plane classifier fails here, before any training
+    dst = run_dir / WEIGHTS_NAME
+    if path.resolve() != dst.resolve():
+        shutil.copyfile(path, dst)
+    return dst
 
 
 def _start_parent(cfg: DictConfig, run_dir: Path, state: dict, prepared: PreparedData,

@@ -82,17 +82,17 @@ def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     out = tmp_path / "outputs"
     cfg = compose("benchmark", [
         f"paths.root={out}", f"real_data={tiny_real}", "suites=[real_abnormalities,lesions,phantom]",
-        "methods=[image_stats,pca,conv_ae,patchcore,supervised]", "threshold.min_count=2", "workers=1",
+        "methods=[image_stats,pca,conv_ae,patchcore,nsa,supervised]", "threshold.min_count=2", "workers=1",
         "supervised.epochs=2",
         "suite_defs.phantom.dataset.n_per_plane=8", "suite_defs.phantom.dataset.size=96",
-        "train=['trainer.max_epochs=1','preprocess.image_size=32','data.preprocess_workers=1']",
+        "train=['trainer.max_epochs=1','preprocess.image_size=32','data.preprocess_workers=1','data.epoch_samples=16']",
     ])
     run_dir = out / "benchmark" / "run"
     run_dir.mkdir(parents=True)
     results = run_benchmark(cfg, run_dir)
 
     table = pd.read_csv(run_dir / "benchmark.csv")
-    methods = ("image_stats", "pca", "conv_ae", "patchcore", "supervised")
+    methods = ("image_stats", "pca", "conv_ae", "patchcore", "nsa", "supervised")
     # the supervised bound needs abnormal training frames: lesions are formed in test frames only, so it skips
     assert list(zip(table["suite"], table["method"], strict=True)) == [
         (s, m) for s in ("real_abnormalities", "lesions", "phantom") for m in methods
@@ -116,11 +116,11 @@ def test_tiny_benchmark_on_real_suites(tiny_real, tmp_path):
     runs = client.search_runs([exp.experiment_id])
     parent = [r for r in runs if r.data.tags.get("fbad.command") == "benchmark" and "fbad.role" not in r.data.tags]
     pairs = [r for r in runs if r.data.tags.get("fbad.role") == "pair"]
-    assert len(parent) == 1 and len(pairs) == 15  # a training's own per-plane run nests below its pair
+    assert len(parent) == 1 and len(pairs) == 18  # a training's own per-plane run nests below its pair
     skipped = [r for r in pairs if "fbad.skipped" in r.data.tags]
     assert [r.data.tags["fbad.method"] + "@" + r.data.tags["fbad.suite"] for r in skipped] == ["supervised@lesions"]
     # every trained method shows its worst normal frames and missed abnormal ones, with their maps
-    for m in ("pca", "conv_ae", "patchcore"):
+    for m in ("pca", "conv_ae", "patchcore", "nsa"):
         assert (run_dir / f"examples_real_abnormalities_{m}.png").is_file()
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in pairs)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fbad.data.imageio import SkipLog, read_gray
+from fbad.data.imageio import SkipLog, header_pixels, read_gray
 from fbad.errors import BadImageError
 
 
@@ -64,6 +64,31 @@ def test_oversized(tmp_path):
     path = _png(tmp_path / "big.png", np.zeros((100, 100), np.uint8))
     with pytest.raises(BadImageError, match="too large"):
         read_gray(path, max_pixels=5000)
+
+
+def test_a_small_file_claiming_a_huge_image_is_refused_from_its_header(tmp_path):
+    """A valid PNG header claiming 30,000 x 30,000 pixels, in under a kB: refused before any decode (decoding
+    it would allocate 900 MB); the message says the header claims it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 30_001)) \
+        + chunk(b"IEND", b"")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(data)
+    assert bomb.stat().st_size < 1024
+    with pytest.raises(BadImageError, match="header claims 900000000 > 40000000 pixels"):
+        read_gray(bomb)
+    # JPEG and TIFF headers are read the same way
+    for ext in (".jpg", ".tif"):
+        path = tmp_path / f"ok{ext}"
+        cv2.imwrite(str(path), np.zeros((30, 40), np.uint8))
+        assert header_pixels(path.read_bytes()) == 1200
+    assert header_pixels(b"not an image") is None
 
 
 def test_skiplog_csv(tmp_path):

@@ -285,3 +285,34 @@ def test_unknown_planes_go_to_the_plane_classifier(trained_run, tmp_path):
     blank = pred.iloc[6]
     assert blank.plane == "unsupported" and blank.label == "unsupported_plane"
     assert "not a supported plane" in blank.reason and np.isnan(blank.score)
+
+
+def test_plane_forces_every_input_and_unrouted_frames_get_one_hint(trained_run, tmp_path):
+    from fbad.errors import UserError
+    from fbad.inference.predictor import unrouted_hint
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    images = _images(trained_run, 4)
+    for img in images:
+        shutil.copy(img, folder / img.name)  # a plain folder: no plane anywhere
+    bundle = load_bundle(trained_run.run_dir)
+    records = read_inputs(folder).records
+    plain = predict_records(bundle, records, workers=1, progress=False).table
+    assert (plain.label == "unsupported_plane").all()
+    hint = unrouted_hint(plain, bundle)
+    assert hint.startswith("4 of 4 images have no plane") and "plane=<trans_cerebellum|" in hint
+    forced = predict_records(bundle, records, workers=1, progress=False, plane="Trans-thalamic").table
+    assert (forced.plane == "trans_thalamic").all() and (forced.plane_source == "forced").all()
+    assert set(forced.label) <= {"normal", "abnormal", "failed"} and (forced.label != "failed").sum() >= 3
+    assert unrouted_hint(forced, bundle) is None
+    # the forced plane's own model scores them: the same scores as when an index names that plane
+    (folder / "trans_thalamic").mkdir()
+    for img in images:
+        shutil.move(folder / img.name, folder / "trans_thalamic" / img.name)
+    indexed = predict_records(bundle, read_inputs(folder).records, workers=1, progress=False).table
+    np.testing.assert_allclose(np.sort(indexed.score.dropna()), np.sort(forced.score.dropna()))
+    with pytest.raises(UserError, match="unknown plane"):
+        predict_records(bundle, records, workers=1, progress=False, plane="sagittal")
+    with pytest.raises(UserError, match="has no other model"):
+        predict_records(bundle, records, workers=1, progress=False, plane="other")

@@ -152,6 +152,31 @@ def test_map_models_train_calibrate_and_reload(tmp_path):
             assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0  # a probability map
 
 
+def test_a_bundled_plane_classifier_travels_with_the_model(tmp_path):
+    """`classifier=` copies a plane classifier into the run: the run folder, as a model, then routes by itself."""
+    from fbad.inference.bundle import load_bundle
+    from fbad.planes.classifier import make_weights
+    from fbad.planes.net import PlaneNet
+    from fbad.tracking.artifacts import save_weights_file
+
+    classes = ["trans_thalamic", "trans_cerebellum", "trans_ventricular", "unsupported"]
+    clf = save_weights_file(tmp_path / "clf" / "plane_classifier.pt",
+                            make_weights(PlaneNet(4, (4, 8)), classes, 32, "fov", 0.0))
+    cfg = tiny([f"classifier={clf}", "planes=[trans_thalamic]", "trainer.max_epochs=1", "logger.experiment=clf"])
+    run_training(cfg, tmp_path / "run")
+    bundle = load_bundle(tmp_path / "run")
+    assert bundle.classifier_path == tmp_path / "run" / "plane_classifier.pt"
+    assert bundle.classifier_path.read_bytes() == clf.read_bytes()
+    parents, _ = _runs(cfg, _client(cfg))
+    logged = {a.path for a in MlflowClient().list_artifacts(parents[0].info.run_id, "model")}
+    assert "model/plane_classifier.pt" in logged
+    bad = tmp_path / "not_a_classifier.pt"
+    torch.save({"format": "something/1"}, bad)
+    with pytest.raises(FileNotFoundError, match="not an fbad plane_classifier.pt file"):  # before any training
+        run_training(tiny([f"classifier={bad}", "logger.experiment=clf2"]), tmp_path / "run2")
+    assert not (tmp_path / "run2" / "state.json").exists()
+
+
 def test_unlabelled_images_are_trained_and_flagged_but_never_measured(tmp_path, small_phantom):
     """FETAL_PLANES_DB has no anomaly labels: its images must not count as normal in test metrics."""
     import csv
