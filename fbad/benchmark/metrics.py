@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from fbad.anomaly.thresholds import ThresholdResult, apply_threshold
+from fbad.data.records import Label, Record
+
 
 def sensitivity_at_specificity(scores: np.ndarray, labels: np.ndarray, specificity: float) -> float:
     """The largest share of abnormal frames flagged by a threshold that keeps at least `specificity` of the
@@ -62,3 +65,24 @@ class PairResult:
     run_id: str
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
+
+
+def record_labels(records: Sequence[Record]) -> np.ndarray:
+    """1 abnormal, 0 normal, -1 unknown (measured nowhere), per record."""
+    return np.array([1 if r.label == Label.ABNORMAL else 0 if r.label == Label.NORMAL else -1 for r in records])
+
+
+def scores_table(test: Sequence[Record], scores: np.ndarray, thr: ThresholdResult, reasons: dict[str, str],
+                 run_id: str) -> pd.DataFrame:
+    """The per-frame table of a reference row (NaN score: the frame failed, with its reason), its threshold
+    logged to the pair's run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.log_param(run_id, "threshold.name", thr.strategy)
+    client.log_metric(run_id, "threshold", thr.value)
+    failed = ~np.isfinite(scores)
+    return pd.DataFrame({
+        "path": [str(r.path) for r in test], "label": record_labels(test), "class": [r.anomaly_type for r in test],
+        "score": scores, "flagged": np.where(failed, False, apply_threshold(np.nan_to_num(scores), thr)),
+        "failed": failed, "reason": [reasons.get(str(r.path), "") for r in test]})

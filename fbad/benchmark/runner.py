@@ -19,9 +19,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fbad.anomaly.thresholds import apply_threshold, calibrate_from_config
+from fbad.anomaly.thresholds import calibrate_from_config
 from fbad.benchmark.baselines import GaussianOneClass, features
-from fbad.benchmark.metrics import PairResult, detection_figures
+from fbad.benchmark.metrics import PairResult, detection_figures, record_labels, scores_table
 from fbad.benchmark.report import write_report
 from fbad.benchmark.supervised import NotApplicable, run_supervised
 from fbad.config import compose, plain_config
@@ -70,10 +70,6 @@ def _child_run(experiment_id: str, parent_id: str, suite: str, method: str) -> s
     return run.info.run_id
 
 
-def _labels(records: list[Record]) -> np.ndarray:
-    return np.array([1 if r.label == Label.ABNORMAL else 0 if r.label == Label.NORMAL else -1 for r in records])
-
-
 def run_train_method(cfg: DictConfig, suite: str, dataset: Mapping[str, Any], splits: Splits, method: str,
                      overrides: list[str], run_dir: Path, run_id: str) -> PairResult:
     """`fbad train` with the method's overrides on the suite's dataset (one model for every plane), the
@@ -95,7 +91,7 @@ def run_train_method(cfg: DictConfig, suite: str, dataset: Mapping[str, Any], sp
     sign = -1.0 if direction == "below" else 1.0
     failed = pred["label"].isin(["failed", "unsupported_plane"]).to_numpy()
     scores = pd.DataFrame({
-        "path": pred["path"], "label": _labels(splits.test), "class": [r.anomaly_type for r in splits.test],
+        "path": pred["path"], "label": record_labels(splits.test), "class": [r.anomaly_type for r in splits.test],
         "score": sign * pred["score"].to_numpy(float), "flagged": pred["label"].eq("abnormal").to_numpy(),
         "failed": failed, "reason": pred["reason"]})
     extra = {"pixel_auroc": float(summary["test_pixel_auroc_mean"])} if "test_pixel_auroc_mean" in summary else {}
@@ -139,17 +135,7 @@ def run_image_stats(cfg: DictConfig, suite: str, splits: Splits, run_id: str) ->
     x_test, bad = features(splits.test, workers=cfg.workers)
     model = GaussianOneClass().fit(x_train)
     thr = calibrate_from_config(model.score(x_val)[np.isfinite(x_val).all(1)], _plain(cfg.threshold))
-    s = model.score(x_test)
-    failed = ~np.isfinite(s)
-    reasons = dict(bad)
-    client = MlflowClient()
-    client.log_param(run_id, "threshold.name", thr.strategy)
-    client.log_metric(run_id, "threshold", thr.value)
-    scores = pd.DataFrame({
-        "path": [str(r.path) for r in splits.test], "label": _labels(splits.test),
-        "class": [r.anomaly_type for r in splits.test], "score": s,
-        "flagged": np.where(failed, False, apply_threshold(np.nan_to_num(s), thr)), "failed": failed,
-        "reason": [reasons.get(str(r.path), "") for r in splits.test]})
+    scores = scores_table(splits.test, model.score(x_test), thr, dict(bad), run_id)
     return PairResult(suite, "image_stats", {}, scores, run_id, time.perf_counter() - t0)
 
 

@@ -15,14 +15,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fbad.anomaly.datamodule import ArrayDataset, PreparedData, prepare_data
-from fbad.anomaly.thresholds import apply_threshold, calibrate_from_config
-from fbad.benchmark.metrics import PairResult
+from fbad.anomaly.thresholds import calibrate_from_config
+from fbad.benchmark.metrics import PairResult, scores_table
 from fbad.config import compose
 from fbad.data.records import Label
 from fbad.data.splits import split_records
@@ -75,21 +73,11 @@ def run_supervised(cfg: DictConfig, suite: str, dataset: dict, run_dir: Path, ru
     val_scores = _abnormal_probability(module, val_ds)
     normal_val = val_scores[val_ds.labels == 0]
     thr = calibrate_from_config(normal_val, OmegaConf.to_container(cfg.threshold, resolve=True))  # type: ignore[arg-type]
-    client = MlflowClient()
-    client.log_param(run_id, "threshold.name", thr.strategy)
-    client.log_metric(run_id, "threshold", thr.value)
     test_ds = ArrayDataset(arrays, *rows["test"])
     scored = dict(zip((str(r.path) for r in test_ds.records), _abnormal_probability(module, test_ds), strict=True))
     reasons = {str(p): why for p, why in prepared.skipped.rows}
     test = prepared.splits.test
-    s = np.array([scored.get(str(r.path), np.nan) for r in test])
-    failed = ~np.isfinite(s)
-    scores = pd.DataFrame({
-        "path": [str(r.path) for r in test],
-        "label": [1 if r.label == Label.ABNORMAL else 0 if r.label == Label.NORMAL else -1 for r in test],
-        "class": [r.anomaly_type for r in test], "score": s,
-        "flagged": np.where(failed, False, apply_threshold(np.nan_to_num(s), thr)), "failed": failed,
-        "reason": [reasons.get(str(r.path), "") for r in test]})
+    scores = scores_table(test, np.array([scored.get(str(r.path), np.nan) for r in test]), thr, reasons, run_id)
     return PairResult(suite, "supervised", {}, scores, run_id, time.perf_counter() - t0)
 
 
