@@ -91,6 +91,14 @@ class SyntheticAnomalyModule(AutoencoderModule):
         _, _, train = split_model_config(model)
         self.synthesis = dict(train.get("synthesis") or {})
         self.seed = int(seed)
+        import inspect
+
+        from fbad.anomaly.synthetic import synthesize_batch
+
+        known = set(inspect.signature(synthesize_batch).parameters) - {"images", "masks", "rng"}
+        if set(self.synthesis) - known:  # before training, not at its first step
+            raise ValueError(f"unknown model.synthesis keys {sorted(set(self.synthesis) - known)}; "
+                             f"expected some of {sorted(known)}")
         if not hasattr(self.net, "logits"):
             raise ValueError(f"{type(self.net).__name__} has no logits(): it cannot be trained on synthetic anomalies")
 

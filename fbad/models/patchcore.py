@@ -40,7 +40,7 @@ class PatchCore(nn.Module):
         if not 0.0 < coreset_fraction <= 1.0:
             raise ValueError(f"coreset_fraction must lie in (0, 1], got {coreset_fraction}")
         self.widths, self.convs_per_block = [int(w) for w in widths], int(convs_per_block)
-        self.blocks = [int(b) for b in blocks]
+        self.blocks = sorted({int(b) for b in blocks})  # finest first: the grid every feature is brought to
         if not self.blocks or max(self.blocks) >= len(self.widths) or min(self.blocks) < 0:
             raise ValueError(f"blocks {self.blocks} must index the {len(self.widths)} blocks of widths {self.widths}")
         self.weights = weights or None

@@ -47,6 +47,9 @@ def test_bank_size_follows_the_coreset_fraction_inside_the_mask():
     mask[..., :16, :] = 1  # the upper half: half the patches of the 8x8 grid of blocks (1, 2) at 32 px
     pc = PatchCore(widths=(8, 16, 32), blocks=(1, 2), coreset_fraction=0.25).fit(x, mask)
     assert pc.bank.shape == (int(np.ceil(0.25 * 6 * 32)), 16 + 32)
+    # blocks in any order: the finest block's grid is the patch grid
+    swapped = PatchCore(widths=(8, 16, 32), blocks=(2, 1), coreset_fraction=0.25).fit(x, mask)
+    assert swapped.blocks == [1, 2] and swapped.bank.shape == pc.bank.shape
 
 
 def test_a_foreign_patch_scores_highest_where_it_is():

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from fbad.anomaly.model_file import load_plane_model
 from fbad.config import compose
+from fbad.inference.backends import export_onnx, onnx_max_abs_diff
 from fbad.training.anomaly import run_training
 
 PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
@@ -150,6 +151,12 @@ def test_map_models_train_calibrate_and_reload(tmp_path):
         assert out.shape == x.shape and torch.isfinite(out).all()
         if name == "nsa":
             assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0  # a probability map
+        onnx = export_onnx(module, tmp_path / f"{name}.onnx", 32)  # what backend=onnx and serving run
+        assert onnx_max_abs_diff(module, onnx, torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+                                 .numpy()) <= 1e-4
+    with pytest.raises(ValueError, match="unknown model.synthesis keys \\['sizes'\\]"):
+        run_training(tiny(["model=nsa", "model.widths=[8,16]", "+model.synthesis.sizes=[0.1,0.2]",
+                           "logger.experiment=nsa_bad"], small_model=False), tmp_path / "bad")
 
 
 def test_a_bundled_plane_classifier_travels_with_the_model(tmp_path):
