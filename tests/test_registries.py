@@ -58,7 +58,7 @@ def test_every_yaml_composes_and_builds(group, option, tmp_path):
 
         assert node.name in METHODS
     elif group == "align":
-        from fbad.anomaly.align import align
+        from fbad.segmentation.align import align
 
         out, masks, _ = align(np.random.default_rng(0).random((60, 80)).astype(np.float32), 16, None,
                               {"brain": np.ones((60, 80), bool)}, OmegaConf.to_container(node, resolve=True))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -60,7 +60,20 @@ def split_records(records: list[Record], val_fraction: float = 0.2, seed: int = 
     return Splits(train=train, val=val, test=test, excluded=excluded)
 
 
-def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int) -> np.ndarray:
+def hold_out_patients(records: Sequence[Record], fraction: float, seed: int,
+                      stratum: Callable[[Record], str] | None = None) -> list[Record]:
+    """Copies of the records where about `fraction` of the patients (stratified by `stratum`, default plane and
+    label) are the test split and all others training-side: for datasets whose own test split is too small
+    to measure on, or absent. The official split is ignored."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"test fraction must be in (0, 1), got {fraction}")
+    test = _grouped_val_mask(list(records), fraction, seed, stratum or _stratum)
+    return [replace(r, split=Split.TEST if t else Split.TRAIN) for r, t in zip(records, test, strict=True)]
+
+
+def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int,
+                      stratum: Callable[[Record], str] | None = None) -> np.ndarray:
+    stratum = stratum or _stratum
     groups = np.array([r.patient_id for r in pool])
     n_groups = len(set(groups.tolist()))
     n_splits = max(2, round(1 / val_fraction))
@@ -69,7 +82,7 @@ def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int) -> np.
     if abs(1 / n_splits - val_fraction) > 0.01:  # patient folds come in whole fractions 1/k
         log.warning("val_fraction=%g: validation gets about 1/%d = %.2f of the patients", val_fraction, n_splits,
                     1 / n_splits)
-    y = np.array([_stratum(r) for r in pool])
+    y = np.array([stratum(r) for r in pool])
     counts = Counter(y.tolist())
     if min(counts.values()) < n_splits:  # rare strata break stratification; fall back to plane only
         y = np.array([str(r.plane) for r in pool])

@@ -28,3 +28,4 @@ def build_augment(steps: Sequence[Mapping[str, Any]] | None, seed: int | None = 
 
     return A.Compose([instantiate(dict(s)) for s in steps], additional_targets=dict.fromkeys(extra_masks, "mask"),
                      seed=seed)
+

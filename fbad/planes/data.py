@@ -47,6 +47,29 @@ def balanced_weights(labels: Sequence[int], n_classes: int) -> list[float]:
     return [n / (n_classes * counts[k]) if counts.get(k) else 0.0 for k in range(n_classes)]
 
 
+def source_of(record: Record) -> str:
+    """The dataset a record came from (`dataset=union` names each source; else the reader's one dataset)."""
+    return str(record.extra.get("source", ""))
+
+
+BALANCE = ("none", "class", "source_class")
+
+
+def sample_weights(labels: Sequence[int], sources: Sequence[str], balance: str) -> list[float] | None:
+    """Per-frame sampling weights: `class` gives every class the same share of the draws; `source_class`
+    also splits a class's share equally between the sources that have it, so a large source (535 HC18
+    trans-thalamic frames) cannot teach "this scanner means this plane" to a class another source also holds.
+    `none`: None (plain shuffling)."""
+    if balance not in BALANCE:
+        raise ValueError(f"balance={balance!r}: expected one of {BALANCE}")
+    if balance == "none":
+        return None
+    keys = list(zip(labels, sources if balance == "source_class" else [""] * len(labels), strict=True))
+    counts = Counter(keys)
+    per_class = Counter(y for y, _ in counts)  # sources holding each class
+    return [1.0 / (per_class[y] * counts[(y, s)]) for y, s in keys]
+
+
 def _prepare_record(record: Record, size: int, crop: str) -> dict[str, np.ndarray]:
     return {"frame": prepare_frame(read_gray(record.path), size, crop)}
 
@@ -63,7 +86,8 @@ def prepared_frames(records: Sequence[Record], size: int, crop: str, cache_dir: 
     if cache_dir is not None:
         from fbad.engine.cache import cached_preprocess, source_digest
 
-        code = source_digest(("planes/inputs.py", "planes/data.py", "preprocess/fov.py", "data/imageio.py"))
+        code = source_digest(("planes/inputs.py", "planes/data.py", "preprocess/fov.py", "data/imageio.py",
+                              *(("segmentation/**/*.py",) if crop == "head" else ())))
         cfg = {"what": "plane_classifier_input", "version": INPUT_CACHE_VERSION, "code": code, "size": int(size),
                "crop": crop}
         cached = cached_preprocess(records, fn, cfg, cache_dir, workers=workers, progress=progress)

@@ -3,8 +3,12 @@
 `crop="fov"` (default): everything outside the ultrasound fan is zeroed (scanner text, scale bars and
 the black surround carry no anatomy but differ between scanners) and the frame is cropped to the fan's
 bounding box before letterboxing, so the head fills the same share of the input whatever the scanner's
-frame size and margins. `crop="frame"` letterboxes the whole frame as it is (baseline). Letterboxing keeps
-the aspect ratio: a head's shape (round vs. elongated, where the cerebellum sits) is evidence.
+frame size and margins. `crop="head"` crops to the head ellipse found by `segmentation=ellipse` (margin 15 %), its major
+axis turned horizontal (`fbad.segmentation.align`, the same geometry the detectors use): a zoomed 640x640
+export and a wide scanner frame with a small head then look alike, so the network learns anatomy, not
+framing; a frame where no head is found falls back to `fov`. `crop="frame"` letterboxes the whole frame as
+it is (baseline). Letterboxing keeps the aspect ratio: a head's shape (round vs. elongated, where the
+cerebellum sits) is evidence.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import numpy as np
 import torch
 
 from fbad.preprocess.fov import field_of_view, to_uint8
+from fbad.segmentation.align import align
 from fbad.segmentation.learned.data import letterbox
+from fbad.segmentation.registry import segment
 
-CROPS = ("fov", "frame")
+CROPS = ("fov", "head", "frame")
+HEAD_MARGIN = 0.15  # of the major axis, each side: the skull and a little of what surrounds it
 
 
 MIN_SIDE = 8  # px; smaller frames hold no anatomy
@@ -59,7 +66,11 @@ def _letterboxed(gray: np.ndarray, found: tuple[np.ndarray, tuple[int, int, int,
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     if size < 16:
         raise ValueError(f"input size must be >= 16, got {size}")
-    if crop == "fov" and found is not None:
+    if crop == "head" and found is not None:
+        seg = segment(gray, "ellipse")
+        if not seg.failed and seg.ellipse is not None:
+            return align(gray, size, seg.ellipse, cfg={"margin": HEAD_MARGIN})[0]
+    if crop in ("fov", "head") and found is not None:
         fov, (y0, y1, x0, x1) = found
         gray = np.where(fov, gray, np.uint8(0))[y0:y1, x0:x1]
     return letterbox(np.ascontiguousarray(gray), (size, size))
@@ -75,7 +86,7 @@ def prepare_frame(img: np.ndarray, size: int = 96, crop: str = "fov") -> np.ndar
     if min(gray.shape) < MIN_SIDE:
         raise ValueError(f"image too small for plane classification: {gray.shape[1]}x{gray.shape[0]} "
                          f"(< {MIN_SIDE} px)")
-    return _letterboxed(gray, fov_box(gray) if crop == "fov" else None, size, crop)
+    return _letterboxed(gray, fov_box(gray) if crop in ("fov", "head") else None, size, crop)
 
 
 def to_tensor(frames: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:

@@ -64,16 +64,22 @@ class FitResult:
 
 def fit_keep(cfg: DictConfig, module: pl.LightningModule, train_ds: torch.utils.data.Dataset,
              val_ds: torch.utils.data.Dataset, run_dir: Path, *, monitor: str, mode: str,
-             callbacks: Sequence[pl.Callback] = (), val_batch_size: int | None = None) -> FitResult:
+             callbacks: Sequence[pl.Callback] = (), val_batch_size: int | None = None,
+             sample_weights: Sequence[float] | None = None) -> FitResult:
     """Seeded shuffled fit (optionally early-stopped on `monitor`); with `cfg.keep: best` the best epoch's
-    weights are put back into `module.net`, with `keep: last` the final ones stay."""
+    weights are put back into `module.net`, with `keep: last` the final ones stay. With `sample_weights`
+    each epoch draws len(train_ds) items with replacement in proportion to them (balanced sampling)."""
     if cfg.keep not in ("best", "last"):
         raise ValueError(f"keep={cfg.keep!r}: expected best or last")
     keep = KeepBest(monitor, mode)
     bs, nw = int(cfg.data.batch_size), int(cfg.data.num_workers)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, num_workers=nw, generator=gen,
-                                           drop_last=len(train_ds) > bs, persistent_workers=nw > 0)  # type: ignore[arg-type]
+    n = len(train_ds)  # type: ignore[arg-type]
+    sampler = None if sample_weights is None else torch.utils.data.WeightedRandomSampler(
+        [float(w) for w in sample_weights], num_samples=n, replacement=True, generator=gen)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+                                           num_workers=nw, generator=gen, drop_last=n > bs,
+                                           persistent_workers=nw > 0)  # type: ignore[arg-type]
     val_dl = (torch.utils.data.DataLoader(val_ds, batch_size=val_batch_size or bs, shuffle=False)
               if len(val_ds) else None)  # type: ignore[arg-type]
     trainer = build_trainer(cfg, [keep, *callbacks, *early_stopping(cfg, monitor, mode)], run_dir,

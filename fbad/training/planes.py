@@ -68,14 +68,20 @@ def gather_records(cfg: DictConfig) -> tuple[list, Any, dict[str, int]]:
 
     dataset = cast(dict[str, Any], OmegaConf.to_container(cfg.dataset, resolve=True))
     want_unsupported = bool(cfg.unsupported.enabled)
-    if want_unsupported and "planes" in dataset:
-        extra = [p for p in cfg.unsupported.dataset_planes if p not in dataset["planes"]]
-        dataset["planes"] = [*dataset["planes"], *extra]
+    for d in [dataset, *(dataset.get("datasets") or [])]:
+        if want_unsupported and "planes" in d:
+            d["planes"] = [*d["planes"], *(p for p in cfg.unsupported.dataset_planes if p not in d["planes"])]
     read = read_dataset(dataset)
     skipped = SkipLog(list(read.skipped.rows))
     records = list(read.records)
-    if want_unsupported and dataset["name"] == "phantom":
-        negatives, neg_skipped = phantom_negatives(cfg, dataset)
+    for r in records:
+        r.extra.setdefault("source", str(dataset["name"]))
+    phantoms = [dataset] if dataset["name"] == "phantom" else \
+        [d for d in dataset.get("datasets") or [] if d.get("name") == "phantom"]
+    for phantom in phantoms if want_unsupported else []:
+        negatives, neg_skipped = phantom_negatives(cfg, phantom)
+        for r in negatives:
+            r.extra["source"] = "phantom"
         records += negatives
         if neg_skipped is not None:
             skipped.rows += neg_skipped.rows
@@ -115,6 +121,9 @@ def evaluate(truth: list[str], answers: list[tuple[str, float]], classes: list[s
     f1 = f1_score(t, p, labels=list(classes), average=None, zero_division=0) if len(t) else nan
     metrics.update({f"f1_{c}": float(v) for c, v in zip(classes, f1, strict=True)})
     metrics["macro_f1"] = float(np.mean(f1)) if len(t) else float("nan")
+    planes = [i for i, c in enumerate(classes) if c in {pl.value for pl in BRAIN_PLANES} and c in set(truth)]
+    if planes:  # F1 averaged over the brain planes these frames hold (a source of one plane: that plane's F1)
+        metrics["macro_f1_planes"] = float(np.mean([f1[i] for i in planes]))
     brain = np.isin(t, [pl.value for pl in BRAIN_PLANES])
     if brain.any():
         metrics["accuracy_brain_planes"] = float((t[brain] == p[brain]).mean())
@@ -137,9 +146,11 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import pytorch_lightning as pl
     import torch
 
-    from fbad.data.splits import split_records
+    from fbad.data.splits import hold_out_patients, split_records
     from fbad.planes.classifier import WEIGHTS_NAME, PlaneClassifier, make_weights
-    from fbad.planes.data import PlaneDataset, balanced_weights, class_names, class_of, prepared_frames
+    from fbad.planes.data import (PlaneDataset, balanced_weights, class_names, class_of, prepared_frames,
+                                  sample_weights, source_of)
+    from fbad.planes.rejection import calibrate_min_confidence
     from fbad.planes.inputs import to_tensor
     from fbad.planes.module import PlaneModule
 
@@ -157,6 +168,10 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     classes = class_names(kept)
     if len(classes) < 2:
         raise DatasetError(f"a plane classifier needs at least two classes; the readable images are all {classes}")
+    test_fraction = cfg.split.get("test_fraction")
+    if test_fraction:  # patients held out here, stratified by source and class, instead of the official split
+        kept = hold_out_patients(kept, float(test_fraction), int(cfg.seed),
+                                 stratum=lambda r: f"{source_of(r)}|{class_of(r)}")
     index = {id(r): i for i, r in enumerate(kept)}
     splits = split_records(kept, val_fraction=float(cfg.split.val_fraction), seed=int(cfg.seed),
                            normal_only_train=False)
@@ -174,7 +189,7 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if held_name == "val":
         log.warning("the dataset has no test split: held-out figures are on the validation images (prefix val_)")
 
-    setup_experiment(cfg.paths.mlflow_uri, cfg.experiment, cfg.paths.mlflow_artifacts)
+    setup_experiment(cfg.paths.mlflow_uri, cfg.experiment_name, cfg.paths.mlflow_artifacts)
     plain = plain_config(cfg)
     with command_run("train-planes", run_dir, plain, cfg.run_name, len(skipped),
                      tags={"held_out": held_name}) as run:
@@ -200,8 +215,10 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         has_val = len(val_ds) > 0
         curves = EpochMetricsLogger(run.info.run_id, None, "planes",
                                     names=("train_loss", "train_acc", "val_loss", "val_acc"))
+        draws = sample_weights(labels["train"], [source_of(r) for r in parts["train"]], str(cfg.data.balance))
         fit = fit_keep(cfg, module, train_ds, val_ds, run_dir, monitor="val_loss" if has_val else "train_loss",
-                       mode="min", callbacks=[curves], val_batch_size=4 * int(cfg.data.batch_size))
+                       mode="min", callbacks=[curves], val_batch_size=4 * int(cfg.data.batch_size),
+                       sample_weights=draws)
         epochs, kept_epoch, best = fit.epochs, fit.kept_epoch, fit.monitored
         train_seconds = time.perf_counter() - t0
         mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "kept_epoch": kept_epoch,
@@ -209,7 +226,24 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("trained %d epochs in %.0fs, kept epoch %d (%s), monitored loss %.4f", epochs, train_seconds,
                  kept_epoch, cfg.keep, best)
 
-        bundle = make_weights(module.net.cpu(), classes, size, crop, float(cfg.min_confidence), config=plain)
+        min_confidence = float(cfg.min_confidence)
+        target = cfg.rejection.target_error
+        if target is not None and has_val:  # calibrated on the validation frames, never on the test frames
+            with torch.no_grad():
+                module.net.cpu().eval()
+                val_probs = torch.softmax(module.net(to_tensor(frames[rows["val"]])), 1).numpy()
+            cal = calibrate_min_confidence(val_probs, [cast(str, class_of(r)) for r in parts["val"]], classes,
+                                           float(target))
+            min_confidence = cal.min_confidence
+            mlflow.log_metrics({"min_confidence": min_confidence, "val_wrongly_routed": cal.wrongly_routed,
+                                "val_routed": cal.routed})
+            log.info("min_confidence %.3f calibrated on %d validation frames: %.1f %% wrongly routed (target "
+                     "%.1f %%), %.1f %% routed to a plane", min_confidence, cal.n, 100 * cal.wrongly_routed,
+                     100 * float(target), 100 * cal.routed)
+        elif target is not None:
+            log.warning("no validation frames: min_confidence stays %.2f (rejection.target_error needs them)",
+                        min_confidence)
+        bundle = make_weights(module.net.cpu(), classes, size, crop, min_confidence, config=plain)
         path = save_weights_file(run_dir / WEIGHTS_NAME, bundle)
         mlflow.log_artifact(str(path), artifact_path="model")
         if cfg.register_as:
@@ -223,18 +257,31 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         answers = clf.decide(probs)
         truth = [cast(str, class_of(r)) for r in held]
         metrics, cm = evaluate(truth, answers, classes)
+        sources = [source_of(r) for r in held]
+        groups = {src: [x == src for x in sources] for src in sorted(set(sources))}
+        real = [x != "phantom" for x in sources]
+        if "phantom" in groups and len(groups) > 2:  # every real source together, beside the phantom
+            groups["real"] = real
+        for name, pick in groups.items() if len(groups) > 1 else ():
+            idx = np.flatnonzero(pick)
+            part, _ = evaluate([truth[i] for i in idx], [answers[i] for i in idx], classes)
+            metrics.update({f"{name}/{k}": v for k, v in part.items()
+                            if k in ("accuracy", "accuracy_brain_planes", "macro_f1_planes")})
+            metrics[f"{name}/n"] = len(idx)
         argmax = [classes[int(k)] for k in probs.argmax(1)] if len(held) else []
         metrics["accuracy_argmax"] = float(np.mean([a == t for a, t in zip(argmax, truth, strict=True)])) \
             if held else float("nan")
         # F1s keep plain names (f1_<class>, macro_f1); the `held_out` tag says which split they measure
-        summary: dict[str, Any] = {k if k.startswith(("f1_", "macro_f1")) else f"{held_name}_{k}": v
+        summary: dict[str, Any] = {k if k.startswith(("f1_", "macro_f1", "min_conf")) else f"{held_name}_{k}": v
                                    for k, v in metrics.items()}
-        summary.update({"n_held_out": len(held), "train_seconds": train_seconds, "epochs": epochs})
+        summary.update({"n_held_out": len(held), "train_seconds": train_seconds, "epochs": epochs,
+                        "min_confidence": min_confidence})
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if v == v})
 
         import pandas as pd
 
-        pd.DataFrame({"path": [str(r.path) for r in held], "truth": truth, "predicted": [a for a, _ in answers],
+        pd.DataFrame({"path": [str(r.path) for r in held], "source": sources, "truth": truth,
+                      "predicted": [a for a, _ in answers],
                       "confidence": [c for _, c in answers],
                       **{f"p_{c}": probs[:, i].numpy() for i, c in enumerate(classes)}}).to_csv(
             run_dir / "predictions.csv", index=False)

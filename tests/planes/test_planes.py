@@ -220,7 +220,8 @@ def test_unsupported_on_images_without_a_head(trained):
 def test_weights_file_loads_weights_only(trained, tmp_path):
     bundle = torch.load(trained.summary["weights"], weights_only=True)
     assert bundle["format"] == "fbad-plane-classifier/1" and bundle["classes"] == CLASSES
-    assert bundle["input"] == {"size": 48, "crop": "fov"} and bundle["min_confidence"] == 0.5
+    assert bundle["input"] == {"size": 48, "crop": "fov"}
+    assert bundle["min_confidence"] == trained.summary["min_confidence"]  # calibrated on validation, stored
     assert all(isinstance(v, torch.Tensor) for v in bundle["state_dict"].values())
     assert bundle["config"]["model"]["widths"] == [8, 16, 32, 64]
     pickled = tmp_path / "plane_classifier.pt"

@@ -27,7 +27,9 @@ def read_hc18(root: str | Path, image_dir: str = "images", pixel_csv: str | None
     img_dir = root / image_dir if (root / image_dir).is_dir() else root
     if not img_dir.is_dir():
         raise DatasetError(f"{root}: dataset root not found")
-    csv_path = _find_csv(root, pixel_csv)
+    # the folder's own CSV first: hc18/test_set/ holds test_set_pixel_size.csv, hc18/ the training one
+    csv_path = _find_csv(img_dir, None) if pixel_csv is None else None
+    csv_path = csv_path or _find_csv(root, pixel_csv)
     sizes: dict[str, tuple[float, float | None]] = {}
     if csv_path is not None:
         df = pd.read_csv(csv_path)

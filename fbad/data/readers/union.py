@@ -1,6 +1,7 @@
 """Several datasets read as one (`dataset=union`): e.g. the Roboflow frames plus every HC18 frame as extra
 normal training material. Each source is read by its own reader; `split: train` on a source makes all of
 its frames training-side (fbad's split then takes validation frames from them by patient, never test frames).
+Every record carries its source's name in `extra["source"]`.
 
 Patient ids stay each reader's own (`fpdb…`, `hc18_…`, `hc18test_…`, Roboflow source ids), so no two
 sources share a patient by accident.
@@ -28,8 +29,9 @@ def read_union(datasets: Sequence[Mapping[str, Any]], root: object = None, **_: 
         if "name" not in cfg:
             raise DatasetError(f"dataset.datasets[{i}] has no name")
         read = read_dataset(cfg)
-        if split is not None:
-            for r in read.records:
+        for r in read.records:  # which source a frame came from: balanced sampling and per-source figures
+            r.extra.setdefault("source", str(cfg["name"]))
+            if split is not None:
                 r.split = Split(split)
         records += read.records
         skipped.rows += read.skipped.rows

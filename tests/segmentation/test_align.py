@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fbad.anomaly.align import align, align_matrix, source_box, transform_ellipse
+from fbad.segmentation.align import align, align_matrix, source_box, transform_ellipse
 from fbad.data.records import HeadEllipse
 
 
