@@ -243,7 +243,7 @@ def _fit_lightning(cfg: DictConfig, module: AutoencoderModule, dm: PlaneDataModu
     callbacks += early_stopping(cfg, monitor)
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += list(extra_callbacks)
-    trainer = build_trainer(cfg, callbacks, plane_dir, deterministic="warn")
+    trainer = build_trainer(cfg, callbacks, plane_dir, what=name, deterministic="warn")
     last = ckpt_dir / "last.ckpt"
     resume_from = str(last) if last.is_file() else None
     if resume_from:

@@ -217,6 +217,7 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                     names=("train_loss", "train_acc", "val_loss", "val_acc"))
         draws = sample_weights(labels["train"], [source_of(r) for r in parts["train"]], str(cfg.data.balance))
         fit = fit_keep(cfg, module, train_ds, val_ds, run_dir, monitor="val_loss" if has_val else "train_loss",
+                       what="plane classifier",
                        mode="min", callbacks=[curves], val_batch_size=4 * int(cfg.data.batch_size),
                        sample_weights=draws)
         epochs, kept_epoch, best = fit.epochs, fit.kept_epoch, fit.monitored

@@ -137,7 +137,7 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         curves = EpochMetricsLogger(run.info.run_id, None, "seg", names=("train_loss", "val_loss", "val_dice"))
         fit = fit_keep(cfg, module, SegDataset(x_tr, y_tr, augment), SegDataset(x_va, y_va), run_dir,
                        monitor="val_dice" if has_val else "train_loss", mode="max" if has_val else "min",
-                       callbacks=[curves])
+                       callbacks=[curves], what="segmenter")
         epochs, best_epoch, best = fit.epochs, fit.kept_epoch, fit.monitored
         train_seconds = time.perf_counter() - t0
         mlflow.log_metrics({"train_seconds": train_seconds, "epochs": epochs, "kept_epoch": best_epoch,

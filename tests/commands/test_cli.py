@@ -69,3 +69,34 @@ def test_calls_started_in_the_same_second_get_their_own_folders(tmp_path):
     base = str(tmp_path / "train" / "2026-11-29_04-18-18")
     assert [new_dir(base) for _ in range(3)] == [base, base + "_2", base + "_3"]
     assert all((tmp_path / "train" / n).is_dir() for n in ("2026-11-29_04-18-18", "2026-11-29_04-18-18_2"))
+
+
+def test_train_console_is_quiet_readable_at_80_columns_and_logs_progress(tmp_path):
+    """Output to a pipe (not a terminal), as under nohup or a batch system: one progress line per epoch with
+    elapsed and ETA, none of Lightning's tips, model summaries or known-harmless warnings, a summary table
+    that fits 80 columns, and the direct link to the run."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", "dataset.n_per_plane=12", "dataset.size=96", "preprocess.image_size=32", "model.widths=[8,16]",
+            "model.latent_dim=8", "trainer.max_epochs=2", "++threshold.min_count=2", "data.preprocess_workers=1"]
+    env = {**os.environ, "FBAD_OUTPUTS": str(tmp_path / "outputs"), "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "fbad.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    for plane in ("trans_thalamic", "trans_cerebellum", "trans_ventricular"):
+        assert f"{plane} epoch 2/2" in out and "ETA" in out  # a plain line per epoch and plane
+        assert plane in proc.stdout.split("per-plane summary")[1]  # whole names in the table, never cut
+    assert "Tip:" not in out and "litlogger" not in out and "LeafSpec" not in out
+    assert "Total params" not in out and "| Name" not in out  # no per-plane model summary
+    table = proc.stdout.split("per-plane summary")[1].split("MLflow run")[0]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert "…" not in table
+    assert "#/experiments/" in proc.stdout and "/runs/" in proc.stdout
+    log = next((tmp_path / "outputs" / "train").glob("*/train.log")).read_text()
+    assert "trans_thalamic epoch 2/2" in log  # the run's log file holds the progress too
+    verbose = subprocess.run([sys.executable, "-m", "fbad.cli", *args, "verbose=true", "planes=[trans_thalamic]"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and "Total params" in verbose.stdout + verbose.stderr

@@ -77,8 +77,9 @@ def test_publish_again_changes_nothing(trained_run, published, tmp_path):
     assert len(MlflowClient().search_model_versions(f"name = '{published}'")) == 1
 
 
-def test_publish_again_with_other_packaging_is_a_new_version(trained_run, tmp_path):
+def test_publish_again_with_other_packaging_is_a_new_version(trained_run, tmp_path, monkeypatch):
     mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    monkeypatch.setenv("FBAD_SERVE_PATH_ROOT", str(trained_run.phantom))
     name = f"fbad-pack-{uuid.uuid4().hex[:6]}"
     first = publish(trained_run.experiment, "val_auroc_mean", None, name, "champion", tmp_path / "a", onnx=False)
     second = publish(trained_run.experiment, "val_auroc_mean", None, name, "champion", tmp_path / "b", onnx=True)
@@ -90,7 +91,7 @@ def test_publish_again_with_other_packaging_is_a_new_version(trained_run, tmp_pa
     df = pd.DataFrame({"path": [str(r.path) for r in records], "plane": [str(r.plane) for r in records]})
     first_answer = model.predict(df, params={"backend": "onnx"})
     assert model.predict(df, params={"backend": "onnx"}).label.tolist() == first_answer.label.tolist()
-    assert not (first_answer.label == "failed").all()
+    assert (first_answer.label != "failed").all(), first_answer.reason.tolist()
 
 
 def test_publish_chooses_on_validation_by_the_metric_kind_and_never_an_oracle(trained_run, tmp_path):
@@ -115,8 +116,9 @@ def test_publish_chooses_on_validation_by_the_metric_kind_and_never_an_oracle(tr
         publish(exp, "test_auroc_mean", None, "never", "champion", tmp_path / "p", allow_test=True)
 
 
-def test_published_model_predicts_like_the_source_run(trained_run, published, tmp_path):
+def test_published_model_predicts_like_the_source_run(trained_run, published, tmp_path, monkeypatch):
     mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    monkeypatch.setenv("FBAD_SERVE_PATH_ROOT", str(trained_run.phantom))  # path rows served from there only
     records = _records(trained_run)
     source = predict_records(load_bundle(trained_run.run_dir), records, workers=1, progress=False).table
     registry = load_bundle(f"models:/{published}@champion", download_dir=tmp_path)
@@ -132,6 +134,53 @@ def test_published_model_predicts_like_the_source_run(trained_run, published, tm
     odd = pd.DataFrame({"path": [str(records[0].path)] * 2, "plane": ["brain", str(records[0].plane)]})
     rows = model.predict(odd)  # a bad plane fails its own row, not the request
     assert rows.label.tolist() == ["failed", source.label[0]] and "unknown plane 'brain'" in rows.reason[0]
+
+
+def test_served_paths_are_refused_unless_inside_the_allowed_root(trained_run, published, tmp_path, monkeypatch):
+    """A client must not read the server's files nor learn whether one exists: `path` rows are refused by
+    default, and with FBAD_SERVE_PATH_ROOT only paths resolving inside it (symlinks followed) are served."""
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    inside = _records(trained_run)[0].path
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(inside.read_bytes())  # a real image, outside the allowed folder
+    link = trained_run.phantom / "link_out.png"
+    link.symlink_to(outside)
+    try:
+        probes = [str(inside), str(outside), str(tmp_path / "missing.png"), str(link),
+                  str(trained_run.phantom / ".." / outside.name)]
+        monkeypatch.delenv("FBAD_SERVE_PATH_ROOT", raising=False)
+        closed = mlflow.pyfunc.load_model(f"models:/{published}@champion").predict(pd.DataFrame({"path": probes}))
+        assert closed.label.tolist() == ["failed"] * 5 and closed.reason.nunique() == 1  # no existence oracle
+        assert "FBAD_SERVE_PATH_ROOT" in closed.reason[0] and closed.score.isna().all()
+        monkeypatch.setenv("FBAD_SERVE_PATH_ROOT", str(trained_run.phantom))
+        served = mlflow.pyfunc.load_model(f"models:/{published}@champion").predict(pd.DataFrame({"path": probes}))
+        assert served.label[0] != "failed"  # inside the root
+        assert served.label[1:].tolist() == ["failed"] * 4 and served.reason[1:].nunique() == 1  # incl. symlink, ..
+        assert "outside the folder" in served.reason[1]
+    finally:
+        link.unlink()
+
+
+def test_served_request_limits_and_malformed_rows(trained_run, published, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(trained_run.mlflow_uri)
+    monkeypatch.setenv("FBAD_SERVE_MAX_ROWS", "3")
+    monkeypatch.setenv("FBAD_SERVE_MAX_IMAGE_BYTES", "100000")
+    model = mlflow.pyfunc.load_model(f"models:/{published}@champion")
+    good = base64.b64encode(_records(trained_run)[0].path.read_bytes()).decode()
+    assert len(good) * 3 // 4 < 100000
+    with pytest.raises(MlflowException, match="4 rows in one request; this server takes at most 3"):
+        model.predict(pd.DataFrame({"image": [good] * 4}))
+    with pytest.raises(MlflowException, match="needs an 'image'"):
+        model.predict(pd.DataFrame({"picture": [good]}))
+    big = base64.b64encode(b"\0" * 100_001).decode()
+    rows = model.predict(pd.DataFrame({"image": [good, "%%not base64%%", big]}))
+    assert rows.label[0] != "failed" and rows.label[1:].tolist() == ["failed", "failed"]
+    assert "not base64" in rows.reason[1] and "at most 100000" in rows.reason[2]
+    monkeypatch.setenv("FBAD_SERVE_MAX_ROWS", "zero")
+    with pytest.raises(ValueError, match="whole numbers"):
+        mlflow.pyfunc.load_model(f"models:/{published}@champion")
 
 
 def test_publish_refuses_missing_artifacts_and_unknown_experiment(trained_run, tmp_path):
@@ -176,9 +225,7 @@ def test_mlflow_models_serve_answers_on_loopback(trained_run, published):
                 time.sleep(0.5)
         records = _records(trained_run)[:2]
         body = {"dataframe_records": [
-            {"path": str(records[0].path), "plane": str(records[0].plane)},
-            {"image": base64.b64encode(records[1].path.read_bytes()).decode(), "plane": str(records[1].plane)},
-        ]}
+            {"image": base64.b64encode(r.path.read_bytes()).decode(), "plane": str(r.plane)} for r in records]}
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(req, timeout=60).read())["predictions"]
@@ -188,3 +235,25 @@ def test_mlflow_models_serve_answers_on_loopback(trained_run, published):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_load_script_answers_every_request_and_survives_malformed_ones(trained_run, published, tmp_path):
+    """benchmarks/bench_serve.py, small: concurrent clients for a few seconds, then each malformed request."""
+    from pathlib import Path
+
+    images = tmp_path / "frames"
+    images.mkdir()
+    for r in _records(trained_run)[:6]:
+        (images / r.path.name).write_bytes(r.path.read_bytes())
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_serve.py"
+    proc = subprocess.run([sys.executable, str(script), "--model", f"models:/{published}@champion",
+                           "--images", str(images), "--plane", "trans_thalamic", "--clients", "3", "--seconds", "4",
+                           "--per-request", "2", "--json", str(tmp_path / "load.json")],
+                          env={**os.environ, "MLFLOW_TRACKING_URI": trained_run.mlflow_uri},
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads((tmp_path / "load.json").read_text())
+    assert figures["sent"] >= 3 and figures["lost"] == 0 and figures["answered_200"] == figures["sent"]
+    assert figures["alive"] and {b["request"] for b in figures["malformed"]} >= {"bad base64", "too many rows"}
+    assert all(b["ok"] for b in figures["malformed"]), figures["malformed"]
+    assert "latency p50" in proc.stdout
