@@ -107,19 +107,21 @@ def load(port: int, images: list[bytes], plane: str | None, clients: int, second
             "images_per_s": answered * per_request / wall}
 
 
-def malformed(port: int, image: bytes, max_rows: int, max_bytes: int) -> list[dict[str, object]]:
-    """Each malformed request once: (what, status, whether the answer is the expected kind, message head)."""
+def malformed(port: int, image: bytes, max_rows: int, max_bytes: int, plane: str | None) -> list[dict[str, object]]:
+    """Each malformed request once: (what, status, whether the answer is the expected kind, message head).
+    Image rows carry `plane` so that the image itself, not the routing, is what fails."""
     b64 = base64.b64encode(image).decode()
+    p = {"plane": plane} if plane else {}
     cases = [
         ("not JSON", b"{not json", "4xx"),
         ("no image or path column", json.dumps({"dataframe_records": [{"picture": b64}]}).encode(), "4xx"),
         ("too many rows", json.dumps({"dataframe_records": [{"image": b64}] * (max_rows + 1)}).encode(), "4xx"),
-        ("bad base64", json.dumps({"dataframe_records": [{"image": "%%%not base64%%%"}]}).encode(), "row failed"),
+        ("bad base64", json.dumps({"dataframe_records": [{"image": "%%%not base64%%%", **p}]}).encode(), "row failed"),
         ("non-image bytes", json.dumps({"dataframe_records": [
-            {"image": base64.b64encode(b"GIF89a but not really" * 10).decode()}]}).encode(), "row failed"),
+            {"image": base64.b64encode(b"GIF89a but not really" * 10).decode(), **p}]}).encode(), "row failed"),
         ("oversized image", json.dumps({"dataframe_records": [
-            {"image": base64.b64encode(b"\0" * (max_bytes + 1)).decode()}]}).encode(), "row failed"),
-        ("path row (refused by default)", json.dumps({"dataframe_records": [{"path": "/etc/passwd"}]}).encode(),
+            {"image": base64.b64encode(b"\0" * (max_bytes + 1)).decode(), **p}]}).encode(), "row failed"),
+        ("path row (refused by default)", json.dumps({"dataframe_records": [{"path": "/etc/passwd", **p}]}).encode(),
          "row failed"),
     ]
     out = []
@@ -134,6 +136,26 @@ def malformed(port: int, image: bytes, max_rows: int, max_bytes: int) -> list[di
             message = rows[0]["reason"][:120] if rows else text[:120]
         out.append({"request": what, "status": status, "expected": expect, "ok": ok, "message": message})
     return out
+
+
+def in_process_rate(model: str, files: list[Path], plane: str | None, passes: int = 2) -> float:
+    """The reference in the same run: images/s of `predict_records` in this process (1 worker, as the served
+    model runs it), on the same frames."""
+    import tempfile
+
+    from fbad.data.records import Label, Plane, Record
+    from fbad.inference.bundle import load_bundle
+    from fbad.inference.predictor import predict_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = load_bundle(model, download_dir=Path(tmp))
+        records = [Record(path=f, patient_id=str(i), plane=Plane.parse(plane) if plane else Plane.UNKNOWN,
+                          label=Label.UNKNOWN) for i, f in enumerate(files)]
+        predict_records(bundle, records[:2], workers=1, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(passes):
+            predict_records(bundle, records, workers=1, progress=False)
+        return passes * len(records) / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,19 +184,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         post(port, image_body(images[:1], args.plane))  # warm-up: first request loads lazily
         figures = load(port, images, args.plane, args.clients, args.seconds, args.per_request)
-        bad = malformed(port, images[0], max_rows, max_bytes)
+        bad = malformed(port, images[0], max_rows, max_bytes, args.plane)
         status, _ = post(port, image_body(images[:1], args.plane))
         alive = server.poll() is None and status == 200
     finally:
         server.terminate()
         server.wait(timeout=30)
     figures["server_start_s"] = started
+    figures["in_process_images_per_s"] = in_process_rate(args.model, files, args.plane)
     print(f"{figures['clients']} clients x {figures['images_per_request']} images per request for "
           f"{figures['seconds']:.1f} s: sent {figures['sent']}, answered 200 {figures['answered_200']}, "
           f"other {figures['not_200']}, lost {figures['lost']}")
     print(f"latency p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms, max {figures['max_ms']:.0f} ms; "
           f"{figures['requests_per_s']:.2f} requests/s, {figures['images_per_s']:.1f} images/s "
           f"(server start {started:.1f} s)")
+    print(f"reference, same frames in this process (predict_records, 1 worker): "
+          f"{figures['in_process_images_per_s']:.1f} images/s; served / in-process "
+          f"{figures['images_per_s'] / figures['in_process_images_per_s']:.2f}")
     for b in bad:
         print(f"  {b['request']:<32} HTTP {b['status']}  {'ok' if b['ok'] else 'UNEXPECTED'} ({b['expected']}): "
               f"{str(b['message'])[:90]}")
