@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 
+from fbad.errors import UserError
+
 
 class KeepBest(pl.Callback):
     """The weights of `pl_module.net` at the epoch with the best `monitor` (mode 'min' or 'max')."""
@@ -108,7 +110,10 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback], root_dir: P
     verbose = bool(cfg.get("verbose", False))
     quiet_lightning(verbose)
     trainer_kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
-    trainer_kwargs.pop("name", None)
+    name = trainer_kwargs.pop("name", None)
+    if trainer_kwargs.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer={name or 'gpu'} asks for a CUDA GPU, and torch sees none here "
+                        f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use trainer=cpu")
     bar = bool(cfg.progress) and on_terminal()
     extra = [EpochLog(what)] if bool(cfg.progress) and not bar else []
     options: dict[str, Any] = {"logger": False, "default_root_dir": str(root_dir), "num_sanity_val_steps": 0,

@@ -230,3 +230,74 @@ def test_resume_continues_with_the_runs_own_config(tmp_path):
     other = compose("train", ["resume=true", "trainer.max_epochs=5"])
     with pytest.raises(UserError, match=r"trainer.max_epochs=5 \(the run has 100\)"):
         resumed_config(other, tmp_path, ["resume=true", "trainer.max_epochs=5"])
+
+
+def test_threshold_is_the_configured_percentile_of_the_validation_normal_scores(tmp_path):
+    """Scores recomputed here from the saved model on each split: the stored threshold is the q-th percentile
+    of the VALIDATION normal scores, and not that of the training or test normals (calibrating on the wrong
+    split, or with another q, fails this)."""
+    from fbad.anomaly.datamodule import PlaneDataModule, prepare_data
+    from fbad.data.records import Plane
+
+    cfg = tiny(["planes=[trans_thalamic]", "logger.experiment=thr", "threshold.q=90", "dataset.n_per_plane=60",
+                "dataset.anomaly_fraction=0.2"])
+    run_training(cfg, tmp_path / "run")
+    module, blob = load_plane_model(tmp_path / "run" / "trans_thalamic" / "model.pt")
+    module.eval()
+    prepared = prepare_data(cfg.dataset, cfg.preprocess, cfg.paths.cache_dir, val_fraction=cfg.data.val_fraction,
+                            seed=cfg.seed, workers=1, progress=False)
+    dm = PlaneDataModule(prepared, Plane.TRANS_THALAMIC, batch_size=8, num_workers=0, augment=None, seed=cfg.seed)
+
+    def normal_scores(split: str) -> np.ndarray:
+        ds = dm.datasets[split]
+        loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=False)
+        with torch.no_grad():
+            scores = np.concatenate([module.score_batch(b)[0].numpy() for b in loader])
+        return scores[ds.labels != 1]
+
+    val = normal_scores("val")
+    assert len(val) >= 2
+    assert blob["threshold"]["value"] == pytest.approx(float(np.percentile(val, 90)), rel=1e-5)
+    assert blob["threshold"]["value"] != pytest.approx(float(np.percentile(val, 99)), rel=1e-5)
+    for other in ("train", "test"):
+        assert blob["threshold"]["value"] != pytest.approx(float(np.percentile(normal_scores(other), 90)), rel=1e-5)
+
+
+def test_two_runs_with_the_same_seed_give_the_same_figures(tmp_path):
+    """The README's promise on one machine and thread count: same config and seed, bit-identical thresholds and
+    test metrics (a different seed gives other figures, so the comparison can fail)."""
+    figures = []
+    for i, seed in enumerate((0, 0, 1)):
+        cfg = tiny(["planes=[trans_thalamic]", f"logger.experiment=repro{i}", f"seed={seed}"])
+        summary = run_training(cfg, tmp_path / f"run{i}")
+        _, blob = load_plane_model(tmp_path / f"run{i}" / "trans_thalamic" / "model.pt")
+        figures.append((blob["threshold"]["value"], summary["test_auroc_mean"],
+                        {k: v.clone() for k, v in blob["state_dict"].items()}))
+    (t0, a0, w0), (t1, a1, w1), (t2, _, w2) = figures
+    assert t0 == t1 and a0 == a1  # exactly, not approximately
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert t2 != t0 and not all(torch.equal(w0[k], w2[k]) for k in w0)
+
+
+@pytest.mark.parametrize("preset", ["gpu", "ddp"])
+def test_gpu_and_ddp_trainer_configs_compose_and_instantiate(preset, tmp_path):
+    """trainer=gpu / trainer=ddp through the real config and `build_trainer`: with a GPU they instantiate as
+    configured; without one, the same settings on the CPU accelerator do (strategy, devices, precision), and
+    the GPU preset itself is refused with a one-line error that says what to use instead."""
+    from fbad.errors import UserError
+    from fbad.training.fit import build_trainer
+
+    cfg = tiny([f"trainer={preset}"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    if torch.cuda.is_available():
+        trainer = build_trainer(cfg, [], tmp_path)
+        assert trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        return
+    with pytest.raises(UserError, match=f"trainer={preset} asks for a CUDA GPU.*use trainer=cpu"):
+        build_trainer(cfg, [], tmp_path)
+    on_cpu = tiny([f"trainer={preset}", "trainer.accelerator=cpu", *(["trainer.devices=2"] if preset == "ddp" else [])])
+    trainer = build_trainer(on_cpu, [], tmp_path)
+    assert trainer.precision == "bf16-mixed" and trainer.max_epochs == cfg.trainer.max_epochs
+    if preset == "ddp":
+        assert trainer.strategy.__class__.__name__ == "DDPStrategy" and trainer.num_devices == 2
+        assert trainer.strategy._start_method == "spawn"  # ddp_spawn: workers stay in this Hydra run folder
