@@ -48,10 +48,10 @@ def test_predict_cli_on_dataset_index(trained_run, tmp_path):
     scored = pred[pred.label.isin(["normal", "abnormal"])]
     assert len(scored) >= 50 and scored.score.notna().all()
     assert (scored.label == np.where(scored.score > scored.threshold, "abnormal", "normal")).all()
-    failed = pred[pred.label == "failed"]
-    if len(failed):  # phantom frames where no head was found: listed, with the reason
-        skipped = pd.read_csv(out / "skipped.csv")
-        assert set(failed.path) <= set(skipped.path) and skipped.reason.str.len().min() > 0
+    failed = pred[pred.label == "failed"]  # phantom frames where no head was found: each listed, with the reason
+    skipped = pd.read_csv(out / "skipped.csv") if (out / "skipped.csv").is_file() else pd.DataFrame(
+        {"path": [], "reason": []})
+    assert set(failed.path) == set(skipped.path) and (skipped.reason.str.len() > 0).all()
     summary = pd.read_csv(out / "summary.csv").set_index("plane")
     assert summary.loc["all", "total"] == 60 and summary.loc["all", "abnormal"] == (pred.label == "abnormal").sum()
     assert "trans_thalamic" in proc.stdout and "abnormal" in proc.stdout
@@ -249,7 +249,8 @@ def test_predict_dataset_index_with_planes_the_model_does_not_cover(trained_run,
     assert (pred.plane == "other").sum() == 5 and (pred.plane == "not_a_brain").sum() == 5
     off = pred[pred.plane.isin(["other", "not_a_brain"])]
     assert (off.label == "unsupported_plane").all() and off.score.isna().all()
-    assert set(pred[pred.plane.isin(PLANES)].label) <= {"normal", "abnormal", "failed"}
+    brain = pred[pred.plane.isin(PLANES)]
+    assert set(brain.label) <= {"normal", "abnormal", "failed"} and (brain.label != "failed").sum() >= 40
 
 
 def test_unknown_planes_go_to_the_plane_classifier(trained_run, tmp_path):

@@ -259,3 +259,37 @@ def test_sweep_configs_compose_and_instantiate():
     assert isinstance(instantiate(other.pruner), optuna.pruners.HyperbandPruner)
     preset = compose("sweep", ["experiment=sweep_phantom"])
     assert preset.study == "sweep_phantom" and preset.sweep.name == "default" and len(preset.enqueue) == 1
+
+
+def test_max_trials_timeout_multi_objective_and_hyperband(tmp_path, shared_data):
+    """The study-level stops and the other study kinds, tiny: `max_trials` counts the whole study, `timeout`
+    stops this worker, two metrics make a multi-objective study (Pareto front logged, no pruner reports),
+    `pruner=hyperband` prunes on the per-epoch value."""
+    capped = sweep_cfg(tmp_path, shared_data, "study=capped", "n_trials=null", "max_trials=2")
+    run_sweep(capped, tmp_path / "capped")
+    assert len(optuna.load_study(study_name="capped", storage=capped.storage).trials) == 2
+    run_sweep(capped, tmp_path / "capped2")  # the study is full: another worker runs nothing
+    assert len(optuna.load_study(study_name="capped", storage=capped.storage).trials) == 2
+
+    timed = sweep_cfg(tmp_path, shared_data, "study=timed", "n_trials=null", "timeout=1")
+    run_sweep(timed, tmp_path / "timed")
+    n_timed = len(optuna.load_study(study_name="timed", storage=timed.storage).trials)
+    assert 1 <= n_timed <= 3  # a trial takes about two seconds: the second check after 1 s stops it
+
+    multi = sweep_cfg(tmp_path, shared_data, "study=multi", "n_trials=3",
+                      "objective.metric=[best_val_mse_mean,val_auroc_mean]", "objective.direction=[minimize,maximize]")
+    summary = run_sweep(multi, tmp_path / "multi")
+    study = optuna.load_study(study_name="multi", storage=multi.storage)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert all(len(t.values) == 2 for t in study.trials if t.state == TrialState.COMPLETE)
+    assert {t.number for t in study.best_trials} == {b["number"] for b in summary["best"]}
+    assert all(not t.intermediate_values for t in study.trials)  # no per-epoch reports without pruning
+
+    hb = sweep_cfg(tmp_path, shared_data, "study=hb", "n_trials=4", "pruner=hyperband", "pruner.min_resource=1",
+                   "objective.metric=best_val_mse_mean", "objective.direction=minimize")
+    run_sweep(hb, tmp_path / "hb")
+    study = optuna.load_study(study_name="hb", storage=hb.storage)
+    assert len(study.trials) == 4
+    parents, _ = runs_by_role(hb.paths.mlflow_uri, "hb")
+    assert parents[0].data.params["pruner._target_"] == "optuna.pruners.HyperbandPruner"
+    assert all(len(t.intermediate_values) >= 1 for t in study.trials if t.state != TrialState.FAIL)

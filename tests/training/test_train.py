@@ -128,6 +128,17 @@ def test_pca_baseline_and_seed_rule(tmp_path):
     run_training(seed, tmp_path / "seed")
     parents, children = _runs(seed, _client(seed))
     assert children[0].data.metrics["threshold"] == pytest.approx(0.15)
+    # the rule's decisions on known intensities: abnormal when the reconstruction's mean is BELOW 0.15
+    from fbad.anomaly.scoring import mean_intensity
+    from fbad.anomaly.thresholds import apply_threshold
+
+    module, blob = load_plane_model(tmp_path / "seed" / "all" / "model.pt")
+    levels = [0.10, 0.149, 0.151, 0.20, 0.90]
+    recon = torch.stack([torch.full((1, 8, 8), v) for v in levels])
+    scores = mean_intensity(recon, torch.ones_like(recon)).numpy()
+    np.testing.assert_allclose(scores, levels, rtol=1e-6)
+    decided = apply_threshold(scores, float(blob["threshold"]["value"]), module.spec.direction)
+    assert module.spec.direction == "below" and decided.tolist() == [True, True, False, False, False]
 
 
 def test_map_models_train_calibrate_and_reload(tmp_path):
