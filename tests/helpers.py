@@ -12,12 +12,18 @@ import pytorch_lightning as pl
 
 
 class InterruptAfter(pl.Callback):
-    """Press Ctrl-C early in the epoch after `epochs` finished ones, the way a user stops a run."""
+    """Press Ctrl-C early in the epoch after `epochs` finished ones, the way a user stops a run; with `plane`,
+    only in that plane's training; with `env`, only while that environment variable is set (a resumed run
+    carries the same config, callbacks included, and must run through)."""
 
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    def __init__(self, epochs: int, plane: str | None = None, env: str | None = None):
+        self.epochs, self.plane, self.env = epochs, plane, env
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        if self.env is not None and not os.environ.get(self.env):
+            return
+        if self.plane is not None and pl_module.hparams.get("plane") != self.plane:
+            return
         if trainer.current_epoch >= self.epochs:
             raise KeyboardInterrupt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
+import pytest
 from helpers import fbad
 
 
@@ -100,3 +101,44 @@ def test_train_console_is_quiet_readable_at_80_columns_and_logs_progress(tmp_pat
     verbose = subprocess.run([sys.executable, "-m", "fbad.cli", *args, "verbose=true", "planes=[trans_thalamic]"],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and "Total params" in verbose.stdout + verbose.stderr
+
+
+def test_cli_resume_with_two_planes_and_early_stopping_skips_the_finished_plane(tmp_path, monkeypatch):
+    """`fbad train` stopped (Ctrl-C) in its second plane, then `fbad train resume=true` as a user types them:
+    the finished plane is not retrained (same weights file, same curve), the second continues from its
+    checkpoint under early stopping, both end in the same MLflow runs."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from fbad import cli
+
+    args = ["train", "dataset.n_per_plane=20", "dataset.size=96", "preprocess.image_size=32", "model.widths=[8,16]",
+            "model.latent_dim=8", "trainer.max_epochs=6", "early_stopping.patience=2", "++threshold.min_count=2",
+            "data.batch_size=8", "data.preprocess_workers=1", "progress=false",
+            "planes=[trans_thalamic,trans_cerebellum]",
+            "+callbacks.stop={_target_: helpers.InterruptAfter, epochs: 2, plane: trans_cerebellum, env: FBAD_STOP}"]
+    monkeypatch.setenv("FBAD_STOP", "1")
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        cli.main(args)
+    run_dir = next((tmp_path / "outputs" / "train").glob("*/"))
+    done = (run_dir / "trans_thalamic" / "model.pt").read_bytes()
+    written = (run_dir / "trans_thalamic" / "model.pt").stat().st_mtime_ns
+    assert not (run_dir / "trans_cerebellum" / "model.pt").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("fbad").experiment_id])
+    child = {r.data.tags["plane"]: r for r in runs if "plane" in r.data.tags}
+    tt_curve = [m.value for m in client.get_metric_history(child["trans_thalamic"].info.run_id, "val_mse")]
+
+    monkeypatch.delenv("FBAD_STOP")
+    cli.main(["train", "resume=true"])
+    assert (run_dir / "trans_thalamic" / "model.pt").read_bytes() == done  # not retrained, not even rewritten
+    assert (run_dir / "trans_thalamic" / "model.pt").stat().st_mtime_ns == written
+    runs2 = client.search_runs([client.get_experiment_by_name("fbad").experiment_id])
+    assert {r.info.run_id for r in runs2} == {r.info.run_id for r in runs}  # the same runs, continued
+    assert {r.info.status for r in runs2} == {"FINISHED"}
+    assert [m.value for m in client.get_metric_history(child["trans_thalamic"].info.run_id, "val_mse")] == tt_curve
+    tc = client.get_metric_history(child["trans_cerebellum"].info.run_id, "val_mse")
+    steps = sorted(m.step for m in tc)
+    assert steps == list(range(steps[0], steps[0] + len(steps))) and len(steps) > 2  # one value per epoch, no repeat
+    assert (run_dir / "trans_cerebellum" / "model.pt").is_file()

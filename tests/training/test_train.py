@@ -312,3 +312,31 @@ def test_gpu_and_ddp_trainer_configs_compose_and_instantiate(preset, tmp_path):
     if preset == "ddp":
         assert trainer.strategy.__class__.__name__ == "DDPStrategy" and trainer.num_devices == 2
         assert trainer.strategy._start_method == "spawn"  # ddp_spawn: workers stay in this Hydra run folder
+
+
+def test_bad_files_are_skipped_listed_and_counted_by_fbad_train(tmp_path, small_phantom):
+    """A truncated PNG and a text file named .png inside the dataset: the run finishes, both are in
+    skipped.csv with a reason, `images_skipped` says 2, and every other image is trained or evaluated."""
+    import shutil
+
+    import pandas as pd
+
+    root = tmp_path / "phantom"
+    shutil.copytree(small_phantom, root)
+    images = sorted((root / "Images").glob("*.png"))
+    images[0].write_bytes(images[0].read_bytes()[:60])
+    images[1].write_text("not an image")
+    cfg = compose("train", ["dataset=phantom", f"dataset.root={root}", "dataset.n_per_plane=12", "dataset.size=64",
+                            "dataset.seed=3", "planes=[all]", "model.widths=[8,16]", "model.latent_dim=8",
+                            "preprocess.image_size=32", "trainer.max_epochs=1", "progress=false",
+                            "++threshold.min_count=2", "data.batch_size=8", "data.preprocess_workers=1",
+                            "logger.experiment=badfiles"])
+    summary = run_training(cfg, tmp_path / "run")
+    skipped = pd.read_csv(tmp_path / "run" / "skipped.csv").set_index("path")
+    reason = {p.split("/")[-1]: r for p, r in skipped.reason.items()}
+    assert "truncated" in reason[images[0].name] or "cannot decode" in reason[images[0].name], reason
+    assert "not an image" in reason[images[1].name], reason
+    assert all(len(r) > 0 for r in reason.values())
+    parents, _ = _runs(cfg, _client(cfg))
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["images_skipped"] == len(skipped)
+    assert summary["test_auroc_mean"] == summary["test_auroc_mean"]  # evaluated despite the bad files
