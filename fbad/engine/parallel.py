@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
+from fbad.engine.progress import progress_bar  # a bar on a terminal, log lines elsewhere
 
 from fbad.errors import BadImageError
 
@@ -110,7 +110,7 @@ class WorkerPool:
         size = chunksize or _chunksize(len(items), self.workers)
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
         out: list[tuple[R | None, str]] = []
-        with tqdm(total=len(items), desc=desc, unit="img", disable=not progress, mininterval=0.5) as bar:
+        with progress_bar(total=len(items), desc=desc, unit="img", disable=not progress, mininterval=0.5) as bar:
             for done in self._pool.map(_call_chunk, [fn] * len(chunks), chunks):
                 out.extend(done)
                 bar.update(len(done))
@@ -158,9 +158,9 @@ def safe_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = Non
     if workers <= 1 or len(items) < min_parallel:
         with _in_this_process():
             bar = dict(total=len(items), desc=desc, unit="img", disable=not progress, mininterval=0.5)
-            return [_call_fn(fn, it) for it in tqdm(items, **bar)]
+            return [_call_fn(fn, it) for it in progress_bar(items, **bar)]
     chunk = _chunksize(len(items), workers)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(fn,)) as ex:
         bar = dict(total=len(items), desc=desc, unit="img", disable=not progress, mininterval=0.5)
-        return list(tqdm(ex.map(_call, items, chunksize=chunk), **bar))
+        return list(progress_bar(ex.map(_call, items, chunksize=chunk), **bar))
