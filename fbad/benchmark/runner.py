@@ -162,6 +162,7 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> list[PairResult]:
         "fbad.command": "benchmark", "git_commit": git_commit(), "run_dir": str(run_dir)}).info.run_id
     log_params(flat_params(plain_config(cfg)), parent)
     results: list[PairResult] = []
+    n_pairs, k, t0 = len(cfg.suites) * len(cfg.methods), 0, time.perf_counter()
     try:
         for suite in cfg.suites:
             dataset = suite_dataset(cfg, suite)
@@ -173,7 +174,10 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> list[PairResult]:
                 if kind not in KINDS:
                     raise UserError(f"method {method}: unknown kind {kind!r}; expected one of {KINDS}")
                 child = _child_run(experiment_id, parent, suite, method)
-                log.info("%s / %s", suite, method)
+                elapsed = time.perf_counter() - t0
+                eta = f", ETA {elapsed / k * (n_pairs - k) / 60:.0f} min (from the pairs so far)" if k else ""
+                k += 1
+                log.info("%s / %s: pair %d of %d, elapsed %.0f min%s", suite, method, k, n_pairs, elapsed / 60, eta)
                 try:
                     if kind == "train":
                         res = run_train_method(cfg, suite, dataset, splits, method, list(spec.get("overrides", [])),
