@@ -72,11 +72,11 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=3, help="passes over the images for the warm (steady) figure")
     ap.add_argument("--skip-enhance", action="store_true", help="only the default chain and its references")
     args = ap.parse_args()
-    from fbad.segmentation.align import align
     from fbad.anomaly.preprocessor import Preprocessor
     from fbad.config import compose
     from fbad.data.readers import read_dataset
     from fbad.preprocess.enhance import build_chain
+    from fbad.segmentation.align import align
     from fbad.segmentation.registry import get_segmenter
 
     cv2.setNumThreads(1)  # the single-process rows measure one core

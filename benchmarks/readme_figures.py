@@ -66,7 +66,8 @@ FIGURES: list[Figure] = [
                                       f"seed={s}"],
              reads={"real_accuracy": rf"│ test_accuracy\s+│\s+{NUM}",
                     "fpdb_accuracy": rf"│ test_roboflow_abnormalities/accuracy\s+│\s+{NUM}"},
-             claims={"real_accuracy": rf"\n\| {s} \| {NUM} \|", "fpdb_accuracy": rf"\n\| {s} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {NUM} \|"})
+             claims={"real_accuracy": rf"\n\| {s} \| {NUM} \|",
+                     "fpdb_accuracy": rf"\n\| {s} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {NUM} \|"})
       for s in (0, 1, 2)],
 ]
 
@@ -86,7 +87,8 @@ def run(fig: Figure) -> dict[str, object]:
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                 capture_output=True, text=True).stdout.strip())
     return {"values": values, "command": " ".join(fig.argv), "returncode": proc.returncode,
-            "commit": commit.strip() + ("+uncommitted" if dirty else ""), "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": round(load0, 2),
+            "commit": commit.strip() + ("+uncommitted" if dirty else ""), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2), "seconds": round(seconds, 1)}
 
 

@@ -11,10 +11,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from fbad.segmentation.align import align
 from fbad.data.imageio import read_gray
 from fbad.data.records import Record
 from fbad.errors import BadImageError
+from fbad.segmentation.align import align
 from fbad.segmentation.truth import read_mask
 
 PREPROCESS_VERSION = 1  # bump when the meaning of a cached array changes (edits to CODE_FILES change the key anyway)

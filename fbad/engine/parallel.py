@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from fbad.engine.progress import progress_bar  # a bar on a terminal, log lines elsewhere
-
 from fbad.errors import BadImageError
 
 T = TypeVar("T")

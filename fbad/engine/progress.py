@@ -19,7 +19,8 @@ class LogProgress:
 
     def __init__(self, iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
                  unit: str = "img", every: float = 30.0, disable: bool = False, **_: Any):
-        self.iterable, self.desc, self.unit, self.every, self.disable = iterable, desc or "progress", unit, every, disable
+        self.iterable, self.desc, self.unit = iterable, desc or "progress", unit
+        self.every, self.disable = every, disable
         self.total = int(total) if total is not None else (len(iterable) if hasattr(iterable, "__len__") else 0)  # type: ignore[arg-type]
         self.n, self.t0, self.last_t, self.last_step = 0, time.perf_counter(), time.perf_counter(), -1
 

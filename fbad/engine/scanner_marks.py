@@ -40,7 +40,7 @@ TEXT_SAMPLES = ("GA {0}{1}w{2}d", "HC {0}{1}{2}.{3}mm", "BPD {0}{1}.{2}mm", "TIs
                 "FR {0}{1}Hz", "{0}{1}/{2}{3}", "D {0}.{1}cm", "C{0}-{1}")
 
 
-class ScannerMarks(A.ImageOnlyTransform):  # type: ignore[misc]
+class ScannerMarks(A.ImageOnlyTransform):
     """albumentations step `_target_: fbad.engine.scanner_marks.ScannerMarks`: `draw_scanner_marks` with a
     seed drawn from the pipeline's own RNG, so a seeded `A.Compose` repeats itself."""
 

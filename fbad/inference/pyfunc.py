@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import mlflow.models
 import mlflow.pyfunc
@@ -33,9 +33,9 @@ from mlflow.pyfunc import PythonModel  # `mlflow.pyfunc` is a LazyLoader attribu
 
 from fbad.data.records import Plane, Record
 
-
 PATH_ROOT_ENV, MAX_ROWS_ENV, MAX_BYTES_ENV = "FBAD_SERVE_PATH_ROOT", "FBAD_SERVE_MAX_ROWS", "FBAD_SERVE_MAX_IMAGE_BYTES"
-PATH_REFUSED = f"path rows are not served here (the server sets {PATH_ROOT_ENV} to allow a folder); send the image bytes"
+PATH_REFUSED = (f"path rows are not served here (the server sets {PATH_ROOT_ENV} to allow a folder); "
+                "send the image bytes")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def _record(row: dict[str, Any], i: int, tmp: Path, refused: dict[int, str], lim
     data = row.get("image")
     size = len(data) * 3 // 4 if isinstance(data, str) else len(data or b"")
     if size > limits.max_image_bytes:
-        refused[i] = f"image of about {size} bytes; this server takes at most {limits.max_image_bytes} ({MAX_BYTES_ENV})"
+        refused[i] = (f"image of about {size} bytes; this server takes at most {limits.max_image_bytes} "
+                      f"({MAX_BYTES_ENV})")
         return None
     if isinstance(data, str):
         try:

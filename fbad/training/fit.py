@@ -145,7 +145,7 @@ def fit_keep(cfg: DictConfig, module: pl.LightningModule, train_ds: torch.utils.
         [float(w) for w in sample_weights], num_samples=n, replacement=True, generator=gen)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
                                            num_workers=nw, generator=gen, drop_last=n > bs,
-                                           persistent_workers=nw > 0)  # type: ignore[arg-type]
+                                           persistent_workers=nw > 0)
     val_dl = (torch.utils.data.DataLoader(val_ds, batch_size=val_batch_size or bs, shuffle=False)
               if len(val_ds) else None)  # type: ignore[arg-type]
     trainer = build_trainer(cfg, [keep, *callbacks, *early_stopping(cfg, monitor, mode)], run_dir, what=what,

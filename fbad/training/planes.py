@@ -148,11 +148,18 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     from fbad.data.splits import hold_out_patients, split_records
     from fbad.planes.classifier import WEIGHTS_NAME, PlaneClassifier, make_weights
-    from fbad.planes.data import (PlaneDataset, balanced_weights, class_names, class_of, prepared_frames,
-                                  sample_weights, source_of)
-    from fbad.planes.rejection import calibrate_min_confidence
+    from fbad.planes.data import (
+        PlaneDataset,
+        balanced_weights,
+        class_names,
+        class_of,
+        prepared_frames,
+        sample_weights,
+        source_of,
+    )
     from fbad.planes.inputs import to_tensor
     from fbad.planes.module import PlaneModule
+    from fbad.planes.rejection import calibrate_min_confidence
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -296,6 +303,10 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     print_metrics(summary, title=f"train-planes: {held_name} split ({len(held)} images never trained on), "
                                  f"classes {classes}")
     print(f"weights: {path}\nMLflow: runs:/{run.info.run_id}/model/{WEIGHTS_NAME}")
+    from fbad.training.summary import run_link
+
+    print(f"the run in the MLflow UI (after `mlflow ui --backend-store-uri {cfg.paths.mlflow_uri}`): "
+          f"{run_link(run.info.run_id)}")
     if len(skipped):
         print(f"{len(skipped)} images skipped, listed in {run_dir / 'skipped.csv'}")
     summary.update({"run_id": run.info.run_id, "weights": str(path), "classes": classes,

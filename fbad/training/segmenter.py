@@ -170,5 +170,9 @@ def _train_seg(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 log.warning("%d held-out images could not be read", len(bad))
     print_metrics(summary, title=f"train-seg: held-out test ({len(splits['test'])} images never trained on)")
     print(f"weights: {weights}\nMLflow: runs:/{run.info.run_id}/model/{WEIGHTS_NAME}")
+    from fbad.training.summary import run_link
+
+    print(f"the run in the MLflow UI (after `mlflow ui --backend-store-uri {cfg.paths.mlflow_uri}`): "
+          f"{run_link(run.info.run_id)}")
     summary["run_id"] = run.info.run_id
     return summary

@@ -253,4 +253,4 @@ def test_train_planes_command_runs(tmp_path, monkeypatch, capsys):
     weights = list((tmp_path / "outputs" / "train_planes").glob("*/plane_classifier.pt"))
     assert len(weights) == 1
     out = capsys.readouterr().out
-    assert "runs:/" in out and "test_accuracy" in out
+    assert "runs:/" in out and "test_accuracy" in out and "#/experiments/" in out

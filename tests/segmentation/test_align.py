@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbad.segmentation.align import align, align_matrix, source_box, transform_ellipse
 from fbad.data.records import HeadEllipse
+from fbad.segmentation.align import align, align_matrix, source_box, transform_ellipse
 
 
 def _ellipse_mask(shape, e: HeadEllipse):

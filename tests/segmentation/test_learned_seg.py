@@ -253,3 +253,22 @@ def test_eval_seg_limit_counts_images_the_segmenter_never_saw(trained, hc18_root
                 cwd=tmp_path)
     # its first images are the ones it trained on: they are left out first, then 3 others judged
     assert "(3 images, 0 skipped)" in proc.stdout
+
+
+def test_split_keeps_every_patients_images_together():
+    """Patients with several images (HC18's NNN_HC / NNN_2HC / NNN_3HC are one subject): grouping is what the
+    split promises, so it is checked where it can fail, not on one image per patient."""
+    from pathlib import Path
+
+    from fbad.data.records import Record
+
+    recs = [Record(path=Path(f"/x/{p:03d}_{k}HC.png"), patient_id=f"hc18_{p:03d}") for p in range(12)
+            for k in ("", "2", "3")[: 1 + p % 3]]
+    for seed in range(5):
+        parts = split_by_patient(recs, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=seed)
+        where = {r.patient_id: name for name, rs in parts.items() for r in rs}
+        for name, rs in parts.items():
+            assert all(where[r.patient_id] == name for r in rs)
+        assert all(len({where[r.patient_id] for r in recs if r.patient_id == p}) == 1 for p in where)
+        assert sorted(r.path for rs in parts.values() for r in rs) == sorted(r.path for r in recs)
+        assert all(parts[n] for n in ("train", "val", "test"))
