@@ -133,6 +133,27 @@ def evaluate(truth: list[str], answers: list[tuple[str, float]], classes: list[s
     return metrics, {"labels": labels, "matrix": cm.tolist(), "rows": "true", "columns": "predicted"}
 
 
+def image_stats_baseline(train: Any, train_labels: list[int], held: Any, classes: list[str]) -> list[str]:
+    """Class names for `held` frames from a class-balanced logistic regression on four global statistics of the
+    prepared input (mean, spread, black fraction, 90th percentile): a baseline that sees no anatomy."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def stats(x: Any) -> Any:
+        f = np.asarray(x, np.float32).reshape(len(x), -1) / 255.0
+        return np.stack([f.mean(1), f.std(1), (f < 0.02).mean(1), np.percentile(f, 90, axis=1)], 1)
+
+    if len(held) == 0:
+        return []
+    if len(set(train_labels)) < 2:
+        return [classes[train_labels[0]]] * len(held)
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
+    model.fit(stats(train), train_labels)
+    return [classes[int(k)] for k in model.predict(stats(held))]
+
+
 def run_train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train, save, evaluate and log one plane classifier; returns the summary (held-out `test_accuracy`, ...,
     `run_id`, `weights`). Uses `cfg.threads` torch threads meanwhile (restored after)."""
@@ -270,12 +291,23 @@ def _train_planes(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         real = [x != "phantom" for x in sources]
         if "phantom" in groups and len(groups) > 2:  # every real source together, beside the phantom
             groups["real"] = real
-        for name, pick in groups.items() if len(groups) > 1 else ():
+        # the same held-out frames answered by baselines that know no anatomy: the training split's most
+        # common class, and a classifier of global image statistics (what framing or scanner alone gives away)
+        majority = classes[int(np.bincount(labels["train"], minlength=len(classes)).argmax())]
+        stats_pred = image_stats_baseline(frames[rows["train"]], labels["train"], frames[rows[held_name]], classes)
+        groups = {**(groups if len(groups) > 1 else {}), "all": [True] * len(held)}  # one source: pooled only
+        for name, pick in groups.items():
             idx = np.flatnonzero(pick)
-            part, _ = evaluate([truth[i] for i in idx], [answers[i] for i in idx], classes)
-            metrics.update({f"{name}/{k}": v for k, v in part.items()
-                            if k in ("accuracy", "accuracy_brain_planes", "macro_f1_planes")})
-            metrics[f"{name}/n"] = len(idx)
+            if name != "all":
+                part, _ = evaluate([truth[i] for i in idx], [answers[i] for i in idx], classes)
+                metrics.update({f"{name}/{k}": v for k, v in part.items()
+                                if k in ("accuracy", "accuracy_brain_planes", "macro_f1_planes")})
+                metrics[f"{name}/n"] = len(idx)
+            prefix = "" if name == "all" else f"{name}/"
+            metrics[f"{prefix}majority_accuracy"] = float(np.mean([truth[i] == majority for i in idx])) \
+                if len(idx) else float("nan")
+            metrics[f"{prefix}image_stats_accuracy"] = float(np.mean([truth[i] == stats_pred[i] for i in idx])) \
+                if len(idx) else float("nan")
         argmax = [classes[int(k)] for k in probs.argmax(1)] if len(held) else []
         metrics["accuracy_argmax"] = float(np.mean([a == t for a, t in zip(argmax, truth, strict=True)])) \
             if held else float("nan")

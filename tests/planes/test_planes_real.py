@@ -87,6 +87,17 @@ def test_held_out_patients_ignore_the_official_split_and_never_straddle():
     assert hold_out_patients(records, 0.25, seed=0) == out  # seeded
 
 
+def test_image_stats_baseline_reads_what_global_statistics_give_away():
+    from fbad.training.planes import image_stats_baseline
+
+    rng = np.random.default_rng(0)
+    dark, bright = rng.integers(0, 60, (20, 16, 16)), rng.integers(150, 255, (20, 16, 16))
+    train = np.concatenate([dark, bright]).astype(np.uint8)
+    held = np.concatenate([dark[:5] + 5, bright[:5] - 5]).astype(np.uint8)
+    assert image_stats_baseline(train, [0] * 20 + [1] * 20, held, ["a", "b"]) == ["a"] * 5 + ["b"] * 5
+    assert image_stats_baseline(train[:3], [1, 1, 1], held, ["a", "b"]) == ["b"] * 10  # one class: that class
+
+
 def test_scanner_marks_are_seeded_bright_and_keep_the_frame():
     img = np.full((120, 160), 30, np.uint8)
     marked = draw_scanner_marks(img, np.random.default_rng(3), n_text=3, n_calipers=2)
@@ -154,6 +165,10 @@ def test_planes_real_preset_trains_on_mixed_real_sources(tiny_real, tmp_path):
     for src, n in sources.items() if len(sources) > 1 else ():  # each source's figures beside the pooled ones
         assert summary[f"test_{src}/n"] == n
     assert 0.0 <= summary["min_confidence"] <= 1.0
+    # the baselines on the same held-out frames: the training side is mostly HC18, so its most common class
+    # is trans-thalamic, and "always trans-thalamic" scores the held-out share of that class
+    assert summary["test_majority_accuracy"] == pytest.approx(float((held.truth == "trans_thalamic").mean()))
+    assert 0.0 <= summary["test_image_stats_accuracy"] <= 1.0
     clf = PlaneClassifier.load(summary["weights"])
     assert clf.crop == "head" and clf.min_confidence == pytest.approx(summary["min_confidence"])
     assert set(summary["classes"]) >= {"trans_thalamic", "trans_cerebellum", "trans_ventricular"}
