@@ -10,7 +10,7 @@ from helpers import fbad
 
 
 def test_help_and_unknown_command(tmp_path):
-    out = fbad("--help", cwd=tmp_path).stdout
+    out = fbad("--help", cwd=tmp_path, subprocess_=True).stdout
     assert "train" in out and "data" in out
     bad = fbad("frobnicate", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "unknown command 'frobnicate'" in bad.stderr

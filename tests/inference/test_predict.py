@@ -40,7 +40,7 @@ def _plane_of(trained_run) -> dict[str, str]:
 
 def test_predict_cli_on_dataset_index(trained_run, tmp_path):
     proc = fbad("predict", f"model={trained_run.run_dir}", "dataset=phantom", *trained_run.data_overrides,
-                "progress=false", "overlays=4", cwd=tmp_path)
+                "progress=false", "overlays=4", cwd=tmp_path, subprocess_=True)  # the console command, once
     out = next((tmp_path / "outputs" / "predict").glob("*/"))
     pred = pd.read_csv(out / "predictions.csv")
     assert len(pred) == 60  # every image has a row, failures included
