@@ -11,12 +11,11 @@ parallel map that the preprocessing cache uses, twice:
 - warm: a `WorkerPool` started and warmed up first, then `--cycles` passes over the images (steady state),
   each right after a pass of PNG decoding alone on the same pool.
 
-The issue's target (150 images/s on 2 cores) was set where "PNG decoding alone costs about 3 ms per image per
-core"; this machine's speed drifts (decoding the same files takes 4.5 to 6.5 ms on different days), so the
-target is also checked in its own terms: the chain's cost per image in decodes, measured pass against pass,
-against the budget 2 cores x 1000 / 150 / 3 ms = 4.44 decodes. Both verdicts are printed. The load average
-is printed before and after: rerun when it is high. Nothing here is hard-coded; every figure is measured by
-this run.
+The target (issue #15): one chain image costs at most 2 PNG decodes per core, i.e. the chain runs at least
+half as fast as decoding alone on the same pool (about 175 img/s where decoding runs 349). Decode speed drifts
+on this machine (3 to 6.5 ms per image on different days), so the cost is measured in decodes, pass against
+pass, which holds when the machine's speed does not. The load average is printed before and after: rerun
+when it is high. Nothing here is hard-coded; every figure is measured by this run.
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ from fbad.engine.parallel import WorkerPool, safe_map
 
 HC18 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hc18"
 PRESETS = ("none", "seed", "clahe", "bilateral", "srad_clahe", "nlm_clahe")
-TARGET = 150.0  # images/s on 2 cores (issue #3) ...
-DECODE_MS = 3.0  # ... "PNG decoding alone costs about 3 ms per image per core here" (issue #3)
+BUDGET = 2.0  # decodes per chain image per core (issue #15)
 
 
 def _load() -> str:
@@ -150,19 +148,14 @@ def main() -> None:
     _row(f"PNG decode alone, {args.workers} workers, warm (reference)", decode_pool,
          f"{1000 * args.workers / decode_pool:.2f} ms/image/core; pool start-up {start:.2f} s, paid once")
     failed = sum(r is None for r, _ in res)
-    verdict = "reached" if warm >= TARGET else f"not reached on this machine now (decode here is not {DECODE_MS:g} ms)"
     _row(f"default chain, {args.workers} workers, warm ({args.cycles} passes)", warm,
-         f"{failed // args.cycles} failed/pass; target {TARGET:.0f}: {verdict}")
+         f"{failed // args.cycles} failed/pass")
     print(f"  per pass: chain {', '.join(f'{r:.1f}' for r in passes)}; decode {', '.join(f'{r:.1f}' for r in decodes)}"
           f" images/s, {_load()}")
-    # The target's own terms: 150 img/s on 2 cores where decoding costs DECODE_MS per image per core, i.e. one
-    # chain image may cost at most 2 * 1000 / 150 / DECODE_MS decodes, measured over the interleaved passes.
-    budget = 2 * 1000 / TARGET / DECODE_MS
-    cost = decode_pool / warm
-    scaled = 2 * 1000 / DECODE_MS / cost
-    verdict = "reached" if cost <= budget else "NOT reached"
-    _row(f"default chain at the issue's {DECODE_MS:g} ms decode (decode-normalised)", scaled,
-         f"one image costs {cost:.2f} decodes per core (budget {budget:.2f}): target {TARGET:.0f} {verdict}")
+    cost = decode_pool / warm  # decodes per chain image, measured over the interleaved passes
+    verdict = "reached" if cost <= BUDGET else "NOT reached"
+    print(f"one chain image costs {cost:.2f} decodes per core (budget {BUDGET:.2f}, i.e. "
+          f"{decode_pool / BUDGET:.1f} img/s here): target {verdict}")
     cpu_ms = 1000 * float(np.mean([r[1] for r, _ in res if r is not None]))
     print(f"  workers' own CPU time {cpu_ms:.2f} ms/image (rises too when other processes share the cores)")
 

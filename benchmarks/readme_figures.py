@@ -67,8 +67,14 @@ FIGURES: list[Figure] = [
              reads={"real_accuracy": rf"│ test_accuracy\s+│\s+{NUM}",
                     "fpdb_accuracy": rf"│ test_roboflow_abnormalities/accuracy\s+│\s+{NUM}"},
              claims={"real_accuracy": rf"\n\| {s} \| {NUM} \|",
-                     "fpdb_accuracy": rf"\n\| {s} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {NUM} \|"})
-      for s in (0, 1, 2)],
+                     "fpdb_accuracy": rf"\n\| {s} \| [\d.]+ \| [\d.]+ \| [\d.]+ \(\d+\) \| {NUM} \("})
+      for s in (0, 1, 2, 3)],
+    Figure("seg_ellipse_hc18", ["fbad", "eval-seg", "dataset=hc18", "dataset.root=../shared/data/hc18",
+                                "segmentation=ellipse", "progress=false"],
+           reads={"dice_mean": rf"│ dice_mean\s+│\s+{NUM}", "hc_err_mm_mean": rf"│ hc_abs_err_mm_mean\s+│\s+{NUM}"},
+           claims={"dice_mean": rf"\| `ellipse` \| HC18 \| 200 \| \*\*{NUM}\*\*",
+                   "hc_err_mm_mean": rf"\| `ellipse` \| HC18 \| 200 \| \*\*[\d.]+\*\* / [\d.]+ \| [\d.]+ \| [\d.]+ "
+                                     rf"\| {NUM} /"}),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fbad.anomaly.module import AutoencoderModule
+from fbad.anomaly.scorer import PlaneScorer, Scoring
 from fbad.anomaly.thresholds import ThresholdResult
 from fbad.tracking.artifacts import load_weights_file, save_weights_file
 
@@ -16,7 +16,7 @@ FORMAT = "fbad.plane_model/1"
 NAME = "model.pt"
 
 
-def save_plane_model(module: AutoencoderModule, cfg: DictConfig, thr: ThresholdResult, path: Path,
+def save_plane_model(module: Scoring, cfg: DictConfig, thr: ThresholdResult, path: Path,
                      plane: str) -> Path:
     """Write the plane model; with `segmentation=learned` it records the segmenter's weights digest, since a
     path or alias may later point to other weights than the model was trained on."""
@@ -38,10 +38,10 @@ def save_plane_model(module: AutoencoderModule, cfg: DictConfig, thr: ThresholdR
     return save_weights_file(path, blob)
 
 
-def load_plane_model(path: Path | str) -> tuple[AutoencoderModule, dict[str, Any]]:
-    """Inverse of `save_plane_model`; never unpickles code."""
+def load_plane_model(path: Path | str) -> tuple[PlaneScorer, dict[str, Any]]:
+    """Inverse of `save_plane_model`, for inference (no Lightning); never unpickles code."""
     blob = load_weights_file(path, NAME, "plane model", FORMAT)
-    module = AutoencoderModule(blob["model"], blob["score"], plane=blob["plane"])
+    module = PlaneScorer(blob["model"], blob["score"], plane=blob["plane"])
     module.load_state_dict(blob["state_dict"])
     module.eval()
     return module, blob

@@ -5,8 +5,6 @@ The threshold and its direction are buffers, so they travel inside the checkpoin
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -15,35 +13,28 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from fbad.anomaly.scoring import ScoreSpec, pixel_map, score_images
-from fbad.models import build_model, split_model_config
+from fbad.anomaly.scorer import Scoring
+from fbad.models import split_model_config
 from fbad.models.losses import masked_mean, reconstruction_loss
 
 
-class AutoencoderModule(pl.LightningModule):
+class AutoencoderModule(Scoring, pl.LightningModule):
     """Reconstruction training on normal images; `val_mse` is measured on normal validation images only.
 
     It also serves (scores, thresholds, exports) every model of the `model` group, map models included: only
     their training differs (`SyntheticAnomalyModule`; PCA and PatchCore are fitted in closed form)."""
 
-    threshold: torch.Tensor  # buffers
-    threshold_below: torch.Tensor
     monitor, train_monitor = "val_mse", "train_mse"  # what checkpoints and early stopping watch
 
     def __init__(self, model: Mapping[str, Any], score: Mapping[str, Any] | None = None, plane: str = "all"):
         super().__init__()
         self.save_hyperparameters()
         _, _, train = split_model_config(model)
-        self.net = build_model(model)
+        self._init_scoring(model, score)
         self.loss_name = train.get("loss", "mse")
         self.ssim_weight = float(train.get("ssim_weight", 0.5))
         self.lr = float(train.get("lr") or 1e-3)
         self.weight_decay = float(train.get("weight_decay") or 0.0)
-        self.spec = ScoreSpec.from_config(score)
-        if getattr(self.net, "output_kind", "reconstruction") == "map":  # its output is the map: score it as one
-            self.spec = dataclasses.replace(self.spec, method="map")
-        self.register_buffer("threshold", torch.tensor(math.nan))
-        self.register_buffer("threshold_below", torch.tensor(self.spec.direction == "below"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -65,14 +56,6 @@ class AutoencoderModule(pl.LightningModule):
         x, mask = batch["image"][normal], batch["mask"][normal]
         mse = masked_mean((self(x) - x) ** 2, mask)
         self.log("val_mse", mse, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(normal.sum()))
-
-    @torch.no_grad()
-    def score_batch(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(image scores, per-pixel anomaly maps masked to the brain, raw outputs: reconstructions or maps)."""
-        x, mask = batch["image"].to(self.device), batch["mask"].to(self.device)
-        recon = self(x)
-        scores = score_images(recon, x, mask, self.spec)
-        return scores, pixel_map(recon, x, self.spec) * mask, recon
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

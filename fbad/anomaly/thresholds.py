@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from fbad.anomaly.scoring import DIRECTIONS, Direction
 
@@ -135,6 +134,8 @@ def calibrate_from_config(
 def _max_f1(normal: np.ndarray, abnormal: np.ndarray) -> float:
     scores = np.concatenate([normal, abnormal])
     labels = np.concatenate([np.zeros(normal.size), np.ones(abnormal.size)])
+    from sklearn.metrics import precision_recall_curve  # here: applying a threshold needs no scikit-learn
+
     precision, recall, thr = precision_recall_curve(labels, scores)
     p, r = precision[:-1], recall[:-1]  # the last point has no threshold
     with np.errstate(divide="ignore", invalid="ignore"):

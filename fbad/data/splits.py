@@ -64,15 +64,18 @@ def hold_out_patients(records: Sequence[Record], fraction: float, seed: int,
                       stratum: Callable[[Record], str] | None = None) -> list[Record]:
     """Copies of the records where about `fraction` of the patients (stratified by `stratum`, default plane and
     label) are the test split and all others training-side: for datasets whose own test split is too small
-    to measure on, or absent. The official split is ignored."""
+    to measure on, or absent. The official split is ignored. The seed also picks which of the 1/fraction
+    patient folds is held out (scikit-learn's StratifiedGroupKFold shuffles only groups of equal class mix, so
+    with patients of several planes its first fold hardly moves with the seed): seeds 0 .. 1/fraction - 1 hold
+    out disjoint patients, a cross-validation over seeds."""
     if not 0 < fraction < 1:
         raise ValueError(f"test fraction must be in (0, 1), got {fraction}")
-    test = _grouped_val_mask(list(records), fraction, seed, stratum or _stratum)
+    test = _grouped_val_mask(list(records), fraction, seed, stratum or _stratum, rotate_fold=True)
     return [replace(r, split=Split.TEST if t else Split.TRAIN) for r, t in zip(records, test, strict=True)]
 
 
 def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int,
-                      stratum: Callable[[Record], str] | None = None) -> np.ndarray:
+                      stratum: Callable[[Record], str] | None = None, rotate_fold: bool = False) -> np.ndarray:
     stratum = stratum or _stratum
     groups = np.array([r.patient_id for r in pool])
     n_groups = len(set(groups.tolist()))
@@ -88,8 +91,10 @@ def _grouped_val_mask(pool: list[Record], val_fraction: float, seed: int,
         y = np.array([str(r.plane) for r in pool])
         if min(Counter(y.tolist()).values()) < n_splits:  # still too rare: no stratification at all
             return _shuffled_groups_mask(groups, val_fraction, seed)
-    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, val_idx = next(sgkf.split(np.zeros(len(pool)), y, groups))
+    # with rotate_fold, seeds k * n_splits .. k * n_splits + n_splits - 1 take the folds of one partition
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed // n_splits if rotate_fold else seed)
+    folds = sgkf.split(np.zeros(len(pool)), y, groups)
+    _, val_idx = list(folds)[seed % n_splits] if rotate_fold else next(folds)
     mask = np.zeros(len(pool), dtype=bool)
     mask[val_idx] = True
     return mask

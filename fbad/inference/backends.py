@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fbad.anomaly.module import AutoencoderModule
+from fbad.anomaly.scorer import PlaneScorer
 
 BACKENDS = ("torch", "onnx")
 ONNX_OPSET = 17
@@ -24,7 +24,7 @@ class Reconstructor(Protocol):
 
 
 class TorchReconstructor:
-    def __init__(self, module: AutoencoderModule, device: str = "cpu"):
+    def __init__(self, module: PlaneScorer, device: str = "cpu"):
         self.module = module.to(device).eval()
         self.device = device
 
@@ -48,7 +48,7 @@ class OnnxReconstructor:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def export_onnx(module: AutoencoderModule, path: Path, image_size: int) -> Path:
+def export_onnx(module: PlaneScorer, path: Path, image_size: int) -> Path:
     """The reconstruction network as ONNX with a dynamic batch axis (weights only, no Python)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     net = module.net.cpu().eval()
@@ -61,7 +61,7 @@ def export_onnx(module: AutoencoderModule, path: Path, image_size: int) -> Path:
     return path
 
 
-def onnx_max_abs_diff(module: AutoencoderModule, path: Path, x: np.ndarray) -> float:
+def onnx_max_abs_diff(module: PlaneScorer, path: Path, x: np.ndarray) -> float:
     """Largest difference between the PyTorch and ONNX reconstructions of one batch."""
     ref = TorchReconstructor(module)(x)
     return float(np.abs(OnnxReconstructor(path)(x) - ref).max())

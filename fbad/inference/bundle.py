@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fbad.anomaly.model_file import load_plane_model
-from fbad.anomaly.module import AutoencoderModule
+from fbad.anomaly.scorer import PlaneScorer
 from fbad.segmentation.learned.weights import weights_digest
 from fbad.tracking.artifacts import find_file, is_uri, local_path
 
@@ -36,7 +36,7 @@ class ModelSourceError(FileNotFoundError):
 
 @dataclass
 class PlaneModel:
-    module: AutoencoderModule
+    module: PlaneScorer
     threshold: float
     path: Path
     onnx_path: Path | None = None

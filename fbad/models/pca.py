@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 from torch import nn
 
 
@@ -46,6 +45,8 @@ class PCABaseline(nn.Module):
                 f"allow; using {k}",
                 stacklevel=2,
             )
+        from sklearn.decomposition import PCA  # here: loading a model for inference needs no scikit-learn
+
         pca = PCA(n_components=k, random_state=self.seed).fit(flat)
         dtype = x.dtype if x.is_floating_point() else torch.float32
         self.mean = torch.as_tensor(pca.mean_, dtype=dtype, device=x.device)

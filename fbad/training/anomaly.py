@@ -31,7 +31,8 @@ from fbad.config import plain_config
 from fbad.data.records import BRAIN_PLANES, Plane
 from fbad.models import CLOSED_FORM, split_model_config
 from fbad.tracking import plots
-from fbad.tracking.mlflow_utils import EpochMetricsLogger, setup_experiment, start_command_run
+from fbad.tracking.curves import EpochMetricsLogger
+from fbad.tracking.mlflow_utils import setup_experiment, start_command_run
 from fbad.training.fit import build_trainer, early_stopping
 from fbad.training.summary import print_summary
 

@@ -29,7 +29,8 @@ from fbad.errors import DatasetError
 from fbad.evaluation.report import print_metrics
 from fbad.tracking import plots
 from fbad.tracking.artifacts import save_weights_file
-from fbad.tracking.mlflow_utils import EpochMetricsLogger, command_run, register_model, setup_experiment
+from fbad.tracking.curves import EpochMetricsLogger
+from fbad.tracking.mlflow_utils import command_run, register_model, setup_experiment
 from fbad.training.fit import fit_keep
 
 log = logging.getLogger("fbad.commands.train_planes")

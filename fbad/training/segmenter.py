@@ -25,7 +25,8 @@ from fbad.errors import BadImageError, DatasetError
 from fbad.evaluation.report import print_metrics
 from fbad.segmentation.learned.module import SegModule
 from fbad.segmentation.learned.weights import WEIGHTS_NAME, load_weights, make_weights, save_weights
-from fbad.tracking.mlflow_utils import EpochMetricsLogger, command_run, register_model, setup_experiment
+from fbad.tracking.curves import EpochMetricsLogger
+from fbad.tracking.mlflow_utils import command_run, register_model, setup_experiment
 from fbad.training.fit import fit_keep
 
 log = logging.getLogger("fbad.commands.train_seg")
