@@ -8,7 +8,7 @@ compares the README with that file without running anything.
 
     python benchmarks/readme_figures.py                # the quick figures (about 8 min on 2 cores)
     python benchmarks/readme_figures.py --only main_job planes_phantom
-    python benchmarks/readme_figures.py --all          # also the slow ones (none registered yet)
+    python benchmarks/readme_figures.py --all          # also the slow ones (learned segmenter, benchmark: ~45 min)
     python benchmarks/readme_figures.py --check        # README against docs/figures.json; exit 1 on a difference
 """
 
@@ -53,6 +53,9 @@ def _summary_value(row: str, column: int) -> str:
 
 
 PLANES = ("trans_thalamic", "trans_cerebellum", "trans_ventricular")
+# the README benchmark table's rows that readme_figures re-measures (suite, method)
+BENCH_ROWS = [(s, m) for s in ("real_abnormalities", "lesions", "phantom", "phantom_subtle")
+              for m in ("image_stats", "pca", "conv_ae", "patchcore", "nsa")]
 REAL = "FBAD_REAL_DATA"
 
 FIGURES: list[Figure] = [
@@ -75,6 +78,15 @@ FIGURES: list[Figure] = [
            claims={"dice_mean": rf"\| `ellipse` \| HC18 \| 200 \| \*\*{NUM}\*\*",
                    "hc_err_mm_mean": rf"\| `ellipse` \| HC18 \| 200 \| \*\*[\d.]+\*\* / [\d.]+ \| [\d.]+ \| [\d.]+ "
                                      rf"\| {NUM} /"}),
+    Figure("learned_seg_hc18", ["fbad", "train-seg", "datasets.0.root=../shared/data/hc18", "progress=false"],
+           reads={"dice_mean": rf"│ dice_mean\s+│\s+{NUM}", "hc_err_mm_mean": rf"│ hc_abs_err_mm_mean\s+│\s+{NUM}"},
+           claims={"dice_mean": rf"\| `learned` \(128×192[^|]*\) \| HC18 held-out \| 40 \| \*\*{NUM}\*\*",
+                   "hc_err_mm_mean": rf"\| `learned` \(128×192[^|]*\) \| HC18 held-out \| 40 \| \*\*[\d.]+\*\* "
+                                     rf"/ [\d.]+ \| [\d.]+ \| [\d.]+ \| \*\*{NUM}\*\*"},
+           slow=True),
+    Figure("benchmark", ["fbad", "benchmark"], env={REAL: "../shared/data"}, slow=True,
+           reads={f"{suite}_{method}": rf"│ {suite}\s+│ {method}\s+│\s+{NUM} │" for suite, method in BENCH_ROWS},
+           claims={f"{suite}_{method}": rf"\n\| {suite} \| {method} \| \**{NUM}" for suite, method in BENCH_ROWS}),
 ]
 
 
