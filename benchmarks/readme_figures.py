@@ -102,8 +102,9 @@ def run(fig: Figure) -> dict[str, object]:
         m = re.search(pattern, out)
         values[key] = float(m.group(1)) if m else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip())
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 f":!{STORE.relative_to(REPO)}"],  # this script's own store does not count
+                                cwd=REPO, capture_output=True, text=True).stdout.strip())
     return {"values": values, "command": " ".join(fig.argv), "returncode": proc.returncode,
             "commit": commit.strip() + ("+uncommitted" if dirty else ""), "date": time.strftime("%Y-%m-%d %H:%M"),
             "load_before": round(load0, 2),
