@@ -78,6 +78,9 @@ FIGURES: list[Figure] = [
            claims={"dice_mean": rf"\| `ellipse` \| HC18 \| 200 \| \*\*{NUM}\*\*",
                    "hc_err_mm_mean": rf"\| `ellipse` \| HC18 \| 200 \| \*\*[\d.]+\*\* / [\d.]+ \| [\d.]+ \| [\d.]+ "
                                      rf"\| {NUM} /"}),
+    Figure("chain_decodes", ["python", "benchmarks/bench_pipeline.py", "--limit", "200", "--cycles", "5"],
+           reads={"decodes_per_image": rf"one chain image costs {NUM} decodes per core"},
+           claims={"decodes_per_image": rf"chain image per core; measured \*\*{NUM} decodes\*\*"}),
     Figure("learned_seg_hc18", ["fbad", "train-seg", "datasets.0.root=../shared/data/hc18", "progress=false"],
            reads={"dice_mean": rf"│ dice_mean\s+│\s+{NUM}", "hc_err_mm_mean": rf"│ hc_abs_err_mm_mean\s+│\s+{NUM}"},
            claims={"dice_mean": rf"\| `learned` \(128×192[^|]*\) \| HC18 held-out \| 40 \| \*\*{NUM}\*\*",
