@@ -36,9 +36,6 @@ class AutoencoderModule(Scoring, pl.LightningModule):
         self.lr = float(train.get("lr") or 1e-3)
         self.weight_decay = float(train.get("weight_decay") or 0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, mask = batch["image"], batch["mask"]
         recon = self(x)

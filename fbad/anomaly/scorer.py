@@ -36,6 +36,9 @@ class Scoring(nn.Module):
         self.register_buffer("threshold", torch.tensor(math.nan))
         self.register_buffer("threshold_below", torch.tensor(self.spec.direction == "below"))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
     @torch.no_grad()
     def score_batch(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(image scores, per-pixel anomaly maps masked to the brain, raw outputs: reconstructions or maps)."""
@@ -53,6 +56,3 @@ class PlaneScorer(Scoring):
         super().__init__()
         self.plane = plane
         self._init_scoring(model, score)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
